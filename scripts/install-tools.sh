@@ -79,4 +79,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_apt[@]}" >&2
 fi
 
+# cargo-nextest runs the tests (one process per test, so each owns its signals and children).
+if ! cargo nextest --version >/dev/null 2>&1; then
+  log "installing cargo-nextest from crates.io"
+  cargo install --locked cargo-nextest >&2
+fi
+
 log "tools ready in $tools"

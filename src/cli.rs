@@ -12,7 +12,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Run a command under a DynamoDB lock with a renewing lease, at most once at a time
 /// across clusters.
 #[derive(Debug, Parser)]
-#[command(name = "lock-exec", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "lock-exec",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     /// Options shared by every command.
     #[command(flatten)]
@@ -26,7 +31,13 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct Global {
     /// DynamoDB table holding the locks (partition key `key`, type S).
-    #[arg(short = 't', long, env = "LOCK_EXEC_TABLE", default_value = "lock-exec", global = true)]
+    #[arg(
+        short = 't',
+        long,
+        env = "LOCK_EXEC_TABLE",
+        default_value = "lock-exec",
+        global = true
+    )]
     pub table: String,
 
     /// AWS region [default: AWS_REGION, the profile, then instance metadata].
@@ -35,7 +46,12 @@ pub struct Global {
 
     /// DynamoDB endpoint, e.g. http://127.0.0.1:8000 for a local server
     /// (AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_DYNAMODB work too).
-    #[arg(long, env = "LOCK_EXEC_ENDPOINT_URL", global = true, value_name = "URL")]
+    #[arg(
+        long,
+        env = "LOCK_EXEC_ENDPOINT_URL",
+        global = true,
+        value_name = "URL"
+    )]
     pub endpoint_url: Option<String>,
 
     /// Hard cap on how long one run may hold the lock; the command is stopped at it
@@ -140,7 +156,12 @@ pub struct RunArgs {
     pub min_hold: Duration,
 
     /// Exit code when the key is held and the command is skipped (0-255).
-    #[arg(long, env = "LOCK_EXEC_LOCKED_EXIT_CODE", default_value_t = 0, value_name = "CODE")]
+    #[arg(
+        long,
+        env = "LOCK_EXEC_LOCKED_EXIT_CODE",
+        default_value_t = 0,
+        value_name = "CODE"
+    )]
     pub locked_exit_code: u8,
 }
 
@@ -208,16 +229,22 @@ impl RunArgs {
     /// The argv to execute, from either form.
     pub fn argv(&self) -> Result<Vec<OsString>, String> {
         match (&self.command, self.argv.is_empty()) {
-            (Some(_), false) => Err("give the command either as one string or after --, not both".into()),
-            (None, true) => Err("no command: add it as one string or after --, e.g. lock-exec run KEY -- echo hi".into()),
-            (None, false) if self.shell => Err("--shell takes the command as one string, not after --".into()),
+            (Some(_), false) => {
+                Err("give the command either as one string or after --, not both".into())
+            }
+            (None, true) => Err(
+                "no command: add it as one string or after --, e.g. lock-exec run KEY -- echo hi"
+                    .into(),
+            ),
+            (None, false) if self.shell => {
+                Err("--shell takes the command as one string, not after --".into())
+            }
             (None, false) => Ok(self.argv.clone()),
             (Some(s), true) if s.trim().is_empty() => Err("the command string is empty".into()),
             (Some(s), true) if self.shell => Ok(vec!["/bin/sh".into(), "-c".into(), s.into()]),
             (Some(s), true) => {
-                let words = shell_words::split(s).map_err(|_| {
-                    format!("the command string has an unterminated quote: {s}")
-                })?;
+                let words = shell_words::split(s)
+                    .map_err(|_| format!("the command string has an unterminated quote: {s}"))?;
                 if words.first().is_none_or(|w| w.is_empty()) {
                     return Err("the command string has no program".into());
                 }
@@ -231,7 +258,10 @@ impl RunArgs {
 pub fn one_line(err: &clap::Error) -> String {
     let text = err.render().to_string();
     let first_paragraph = text.split("\n\n").next().unwrap_or_default();
-    let line = first_paragraph.split_whitespace().collect::<Vec<_>>().join(" ");
+    let line = first_paragraph
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     format!("{line} (see lock-exec --help)")
 }
 
@@ -247,28 +277,49 @@ mod tests {
         let Command::Run(run) = parse(args).map_err(|e| e.to_string())?.command else {
             panic!("not run")
         };
-        run.argv().map(|v| v.into_iter().map(|s| s.into_string().unwrap()).collect())
+        run.argv()
+            .map(|v| v.into_iter().map(|s| s.into_string().unwrap()).collect())
     }
 
     #[test]
     fn seed_form_splits_with_quotes_and_accepts_options_after() {
-        let cli = parse(&["run", "testkey", r#"echo "hello world""#, "-t", "loomctl-locks"]).unwrap();
+        let cli = parse(&[
+            "run",
+            "testkey",
+            r#"echo "hello world""#,
+            "-t",
+            "loomctl-locks",
+        ])
+        .unwrap();
         assert_eq!(cli.global.table, "loomctl-locks");
-        assert_eq!(run_argv(&["run", "k", r#"echo "hello world""#]).unwrap(), ["echo", "hello world"]);
+        assert_eq!(
+            run_argv(&["run", "k", r#"echo "hello world""#]).unwrap(),
+            ["echo", "hello world"]
+        );
     }
 
     #[test]
     fn argv_after_double_dash_is_exact() {
-        assert_eq!(run_argv(&["run", "k", "--", "printf", "%s", "-t", "a b"]).unwrap(), ["printf", "%s", "-t", "a b"]);
-        assert_eq!(run_argv(&["run", "k", "--shell", "echo $HOME"]).unwrap(), ["/bin/sh", "-c", "echo $HOME"]);
+        assert_eq!(
+            run_argv(&["run", "k", "--", "printf", "%s", "-t", "a b"]).unwrap(),
+            ["printf", "%s", "-t", "a b"]
+        );
+        assert_eq!(
+            run_argv(&["run", "k", "--shell", "echo $HOME"]).unwrap(),
+            ["/bin/sh", "-c", "echo $HOME"]
+        );
     }
 
     #[test]
     fn bad_commands_are_rejected_with_a_reason() {
         assert!(run_argv(&["run", "k"]).unwrap_err().contains("no command"));
         assert!(run_argv(&["run", "k", "  "]).unwrap_err().contains("empty"));
-        assert!(run_argv(&["run", "k", "echo 'oops"]).unwrap_err().contains("unterminated"));
-        assert!(run_argv(&["run", "k", "a", "--", "b"]).unwrap_err().contains("not both"));
+        assert!(run_argv(&["run", "k", "echo 'oops"])
+            .unwrap_err()
+            .contains("unterminated"));
+        assert!(run_argv(&["run", "k", "a", "--", "b"])
+            .unwrap_err()
+            .contains("not both"));
         assert!(parse(&["run", "k", "a", "b"]).is_err());
         assert!(parse(&["run", "k", "--locked-exit-code", "256", "x"]).is_err());
         assert!(parse(&["run", "k", "--lease", "soon", "x"]).is_err());

@@ -69,7 +69,9 @@ impl Timing {
         let t = Timing {
             lease,
             heartbeat: input.heartbeat.unwrap_or(lease / 3),
-            grace: input.grace.unwrap_or((lease / 3).min(Duration::from_secs(10))),
+            grace: input
+                .grace
+                .unwrap_or((lease / 3).min(Duration::from_secs(10))),
             max_clock_skew: input
                 .max_clock_skew
                 .unwrap_or((lease / 10).min(Duration::from_secs(1))),
@@ -192,7 +194,12 @@ pub struct LeaseState {
 
 impl Lease {
     /// Starts renewing `state.holding` in the background.
-    pub fn start<S: LockStore>(store: Arc<S>, state: LeaseState, timing: Timing, clock: Clock) -> Self {
+    pub fn start<S: LockStore>(
+        store: Arc<S>,
+        state: LeaseState,
+        timing: Timing,
+        clock: Clock,
+    ) -> Self {
         let (stop, stop_rx) = watch::channel(false);
         let (tx, events) = mpsc::channel(1);
         let task = tokio::spawn(keep(store, state, timing, clock, tx, stop_rx));
@@ -293,7 +300,10 @@ async fn keep<S: LockStore>(
                 failures += 1;
                 let error = match other {
                     Ok(Err(e)) => e.to_string(),
-                    _ => format!("no answer within {}", humantime::format_duration(timing.heartbeat)),
+                    _ => format!(
+                        "no answer within {}",
+                        humantime::format_duration(timing.heartbeat)
+                    ),
                 };
                 let left = term_at.saturating_duration_since(Instant::now());
                 tracing::warn!(key = %holding.key, failures, %error,
@@ -338,12 +348,39 @@ mod tests {
     fn rejects_settings_that_could_outlive_the_lease() {
         let bad = |input: TimingInput| Timing::new(input).unwrap_err();
         let s = Duration::from_secs;
-        assert!(bad(TimingInput { lease: Some(s(10)), heartbeat: Some(s(5)), ..Default::default() }).contains("half"));
-        assert!(bad(TimingInput { lease: Some(s(10)), grace: Some(s(7)), ..Default::default() }).contains("--grace"));
-        assert!(bad(TimingInput { lease: Some(s(10)), max_clock_skew: Some(s(5)), ..Default::default() }).contains("skew"));
-        assert!(bad(TimingInput { lease: Some(Duration::ZERO), ..Default::default() }).contains("--lease"));
-        assert!(bad(TimingInput { expire: Some(s(10)), ..Default::default() }).contains("--expire"));
-        assert!(bad(TimingInput { min_hold: Some(s(90_000)), ..Default::default() }).contains("--min-hold"));
+        assert!(bad(TimingInput {
+            lease: Some(s(10)),
+            heartbeat: Some(s(5)),
+            ..Default::default()
+        })
+        .contains("half"));
+        assert!(bad(TimingInput {
+            lease: Some(s(10)),
+            grace: Some(s(7)),
+            ..Default::default()
+        })
+        .contains("--grace"));
+        assert!(bad(TimingInput {
+            lease: Some(s(10)),
+            max_clock_skew: Some(s(5)),
+            ..Default::default()
+        })
+        .contains("skew"));
+        assert!(bad(TimingInput {
+            lease: Some(Duration::ZERO),
+            ..Default::default()
+        })
+        .contains("--lease"));
+        assert!(bad(TimingInput {
+            expire: Some(s(10)),
+            ..Default::default()
+        })
+        .contains("--expire"));
+        assert!(bad(TimingInput {
+            min_hold: Some(s(90_000)),
+            ..Default::default()
+        })
+        .contains("--min-hold"));
     }
 
     async fn acquire(store: &MemoryStore, clock: &Clock, t: &Timing) -> LeaseState {
@@ -361,7 +398,12 @@ mod tests {
         let Acquire::Acquired(holding) = store.acquire(&claim).await.unwrap() else {
             panic!("not acquired")
         };
-        LeaseState { holding, expire_ns: claim.expire_ns, deadline_ns: claim.deadline_ns, sent }
+        LeaseState {
+            holding,
+            expire_ns: claim.expire_ns,
+            deadline_ns: claim.deadline_ns,
+            sent,
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -376,9 +418,16 @@ mod tests {
             _ = tokio::time::sleep(Duration::from_secs(10)) => {}
         }
         // Acquire + one renewal per second for 10 s (the last one races the timer).
-        assert!((10..=11).contains(&store.requests()), "{} requests", store.requests());
+        assert!(
+            (10..=11).contains(&store.requests()),
+            "{} requests",
+            store.requests()
+        );
         let expire = store.item("k").unwrap().expire_ns.unwrap();
-        assert!(expire >= clock.now_ns() + 2_000_000_000, "lease kept ahead of now");
+        assert!(
+            expire >= clock.now_ns() + 2_000_000_000,
+            "lease kept ahead of now"
+        );
         lease.stop().await;
     }
 
@@ -413,9 +462,19 @@ mod tests {
         let mut lease = Lease::start(Arc::new(store.clone()), state, t, clock);
         store.set_mode(Mode::Down);
         let ev = lease.event().await;
-        assert!(matches!(ev, LeaseEvent::Expiring { hard_cap: false, .. }));
+        assert!(matches!(
+            ev,
+            LeaseEvent::Expiring {
+                hard_cap: false,
+                ..
+            }
+        ));
         // Failures from 10 s until SIGTERM time at 18.75 s, backing off from 100 ms.
-        assert!(store.requests() > 5, "renewals were retried, got {}", store.requests());
+        assert!(
+            store.requests() > 5,
+            "renewals were retried, got {}",
+            store.requests()
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -447,6 +506,9 @@ mod tests {
         };
         assert!(hard_cap);
         assert_eq!(deadline - kill_at, t.safety());
-        assert_eq!(store.item("k").unwrap().expire_ns, store.item("k").unwrap().deadline_ns);
+        assert_eq!(
+            store.item("k").unwrap().expire_ns,
+            store.item("k").unwrap().deadline_ns
+        );
     }
 }

@@ -21,7 +21,10 @@ fn main() -> ExitCode {
     };
     logging::init(cli.global.log_format);
     // One thread is plenty for a lock and a child, and keeps memory low.
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");

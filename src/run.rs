@@ -236,7 +236,11 @@ async fn release<S: LockStore>(
 ) {
     let now = clock.now_ns();
     let min_hold_end = claim.now_ns + nanos(t.min_hold);
-    let expire_ns = if honour_min_hold { now.max(min_hold_end) } else { now };
+    let expire_ns = if honour_min_hold {
+        now.max(min_hold_end)
+    } else {
+        now
+    };
     for attempt in 1..=3u32 {
         match timeout(Duration::from_secs(5), store.release(holding, expire_ns)).await {
             Ok(Ok(())) => {
@@ -254,7 +258,9 @@ async fn release<S: LockStore>(
                 return;
             }
             Ok(Err(e)) => tracing::warn!(key = %holding.key, attempt, error = %e, "release failed"),
-            Err(_) => tracing::warn!(key = %holding.key, attempt, "release got no answer within 5s"),
+            Err(_) => {
+                tracing::warn!(key = %holding.key, attempt, "release got no answer within 5s")
+            }
         }
         sleep(Duration::from_millis(200 * attempt as u64)).await;
     }

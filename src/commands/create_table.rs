@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    TableStatus, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
+    TimeToLiveSpecification,
 };
 
 use crate::error::Error;
@@ -65,9 +65,9 @@ pub async fn create_table(store: &DynamoStore) -> Result<u8, Error> {
         let key_ok = schema.len() == 1
             && schema[0].attribute_name() == "key"
             && schema[0].key_type() == &KeyType::Hash
-            && attrs
-                .iter()
-                .any(|a| a.attribute_name() == "key" && a.attribute_type() == &ScalarAttributeType::S);
+            && attrs.iter().any(|a| {
+                a.attribute_name() == "key" && a.attribute_type() == &ScalarAttributeType::S
+            });
         if !key_ok {
             return Err(StoreError::KeySchema {
                 table: table.to_string(),
@@ -79,7 +79,9 @@ pub async fn create_table(store: &DynamoStore) -> Result<u8, Error> {
             break;
         }
         if started.elapsed() > ACTIVE_TIMEOUT {
-            return Err(Error::Usage(format!("table '{table}' did not become ACTIVE within 2 minutes")));
+            return Err(Error::Usage(format!(
+                "table '{table}' did not become ACTIVE within 2 minutes"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -98,8 +100,16 @@ pub async fn create_table(store: &DynamoStore) -> Result<u8, Error> {
     {
         Ok(_) => tracing::info!(table, attribute = "ttl", "TTL enabled"),
         Err(e) => {
-            let code = e.as_service_error().and_then(|s| s.code()).unwrap_or_default().to_string();
-            let msg = e.as_service_error().and_then(|s| s.message()).unwrap_or_default().to_string();
+            let code = e
+                .as_service_error()
+                .and_then(|s| s.code())
+                .unwrap_or_default()
+                .to_string();
+            let msg = e
+                .as_service_error()
+                .and_then(|s| s.message())
+                .unwrap_or_default()
+                .to_string();
             if msg.contains("already enabled") {
                 tracing::info!(table, attribute = "ttl", "TTL already enabled");
             } else if code == "UnknownOperationException" || code.is_empty() && msg.is_empty() {
@@ -107,7 +117,12 @@ pub async fn create_table(store: &DynamoStore) -> Result<u8, Error> {
             } else if code == "AccessDeniedException" {
                 return Err(classify(e, table, "UpdateTimeToLive").into());
             } else {
-                tracing::warn!(table, code, message = msg, "could not enable TTL; old lock items will not be cleaned up automatically");
+                tracing::warn!(
+                    table,
+                    code,
+                    message = msg,
+                    "could not enable TTL; old lock items will not be cleaned up automatically"
+                );
             }
         }
     }

@@ -21,7 +21,10 @@ pub async fn status<S: LockStore>(store: &S, key: &str, output: Output) -> Resul
         Output::Text => match record {
             None => println!("{key}: free (never locked, or its item expired)"),
             Some(r) if r.is_held(now) => {
-                let deadline = r.deadline_ns.map(rfc3339).unwrap_or_else(|| "unknown".into());
+                let deadline = r
+                    .deadline_ns
+                    .map(rfc3339)
+                    .unwrap_or_else(|| "unknown".into());
                 println!("{key}: held by {}; hard cap {deadline}", r.describe(now));
             }
             Some(r) => println!("{key}: free (last {})", r.describe(now)),

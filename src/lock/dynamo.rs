@@ -59,7 +59,10 @@ impl DynamoStore {
         &self.table
     }
 
-    fn update(&self, key: &str) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+    fn update(
+        &self,
+        key: &str,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
         self.client
             .update_item()
             .table_name(&self.table)
@@ -181,7 +184,11 @@ impl LockStore for DynamoStore {
         Ok(out.item().map(|item| record_from(key, item)))
     }
 
-    async fn force_release(&self, key: &str, now_ns: i64) -> Result<Option<LockRecord>, StoreError> {
+    async fn force_release(
+        &self,
+        key: &str,
+        now_ns: i64,
+    ) -> Result<Option<LockRecord>, StoreError> {
         let res = self
             .update(key)
             .update_expression("SET #expire = :now REMOVE #run")
@@ -194,7 +201,10 @@ impl LockStore for DynamoStore {
             .send()
             .await;
         match res {
-            Ok(out) => Ok(Some(record_from(key, out.attributes().unwrap_or(&HashMap::new())))),
+            Ok(out) => Ok(Some(record_from(
+                key,
+                out.attributes().unwrap_or(&HashMap::new()),
+            ))),
             Err(e) if is_condition_failure(&e) => Ok(None),
             Err(e) => Err(classify(e, &self.table, "UpdateItem")),
         }
@@ -226,7 +236,11 @@ fn old_item<R>(e: &SdkError<UpdateItemError, R>) -> Option<&HashMap<String, Attr
 /// Maps an item to a record, tolerating missing or malformed attributes.
 pub fn record_from(key: &str, item: &HashMap<String, AttributeValue>) -> LockRecord {
     let string = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
-    let number = |name: &str| item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok());
+    let number = |name: &str| {
+        item.get(name)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+    };
     LockRecord {
         key: key.to_string(),
         owner: string("owner"),
@@ -258,15 +272,17 @@ where
                 table: table.to_string(),
                 detail,
             },
-            "UnrecognizedClientException" | "InvalidSignatureException"
-            | "ExpiredTokenException" | "InvalidClientTokenId" | "MissingAuthenticationToken" => {
-                StoreError::BadCredentials { detail }
-            }
+            "UnrecognizedClientException"
+            | "InvalidSignatureException"
+            | "ExpiredTokenException"
+            | "InvalidClientTokenId"
+            | "MissingAuthenticationToken" => StoreError::BadCredentials { detail },
             "ThrottlingException"
             | "ProvisionedThroughputExceededException"
             | "RequestLimitExceeded" => StoreError::Throttled { detail },
-            "ValidationException" if detail.contains("key element does not match the schema")
-                || detail.contains("Missing the key") =>
+            "ValidationException"
+                if detail.contains("key element does not match the schema")
+                    || detail.contains("Missing the key") =>
             {
                 StoreError::KeySchema {
                     table: table.to_string(),

@@ -146,7 +146,11 @@ impl LockStore for MemoryStore {
         Ok(self.item(key))
     }
 
-    async fn force_release(&self, key: &str, now_ns: i64) -> Result<Option<LockRecord>, StoreError> {
+    async fn force_release(
+        &self,
+        key: &str,
+        now_ns: i64,
+    ) -> Result<Option<LockRecord>, StoreError> {
         self.gate().await?;
         let mut items = self.items.lock().unwrap();
         Ok(items.get_mut(key).map(|r| {

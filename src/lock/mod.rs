@@ -191,7 +191,9 @@ pub enum StoreError {
         detail: String,
     },
     /// The credentials were rejected.
-    #[error("AWS rejected the credentials: check the access key, secret and session token ({detail})")]
+    #[error(
+        "AWS rejected the credentials: check the access key, secret and session token ({detail})"
+    )]
     BadCredentials {
         /// The server's message.
         detail: String,
@@ -223,7 +225,9 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            StoreError::Unreachable { .. } | StoreError::Throttled { .. } | StoreError::Other { .. }
+            StoreError::Unreachable { .. }
+                | StoreError::Throttled { .. }
+                | StoreError::Other { .. }
         )
     }
 }

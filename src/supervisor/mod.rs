@@ -9,8 +9,8 @@
 mod sys;
 
 use std::ffi::OsString;
-use std::io;
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -173,7 +173,10 @@ impl Supervisor {
             return 0;
         }
         let count = left.len();
-        tracing::info!(count, "the command left processes behind; stopping them before releasing the lock");
+        tracing::info!(
+            count,
+            "the command left processes behind; stopping them before releasing the lock"
+        );
         self.signal_leftovers(Signal::SIGTERM);
         if self.wait_all_gone(Instant::now() + grace).await {
             return count;
@@ -181,7 +184,10 @@ impl Supervisor {
         tracing::warn!(grace = %humantime::format_duration(grace), "leftover processes ignored SIGTERM; sending SIGKILL");
         self.signal_leftovers(Signal::SIGKILL);
         // SIGKILL cannot be ignored; this bound only guards against D-state processes.
-        if !self.wait_all_gone(Instant::now() + Duration::from_secs(5)).await {
+        if !self
+            .wait_all_gone(Instant::now() + Duration::from_secs(5))
+            .await
+        {
             tracing::error!("processes still alive 5 s after SIGKILL (uninterruptible sleep?)");
         }
         count
@@ -230,7 +236,11 @@ impl Supervisor {
                     if Some(pid) == self.child && !self.reported {
                         self.exited = Some(child_status);
                     } else {
-                        tracing::debug!(pid = pid.as_raw(), status = child_status.code(), "reaped orphan");
+                        tracing::debug!(
+                            pid = pid.as_raw(),
+                            status = child_status.code(),
+                            "reaped orphan"
+                        );
                     }
                 }
                 Err(nix::errno::Errno::EINTR) => continue,

@@ -58,7 +58,10 @@ impl PreparedExec {
                 )
             })
         };
-        let argv_c = argv.iter().map(|a| cstr(a)).collect::<io::Result<Vec<_>>>()?;
+        let argv_c = argv
+            .iter()
+            .map(|a| cstr(a))
+            .collect::<io::Result<Vec<_>>>()?;
         let envp_c = env
             .iter()
             .map(|(k, v)| {
@@ -80,7 +83,10 @@ impl PreparedExec {
             _envp: envp_c,
             envp_ptrs,
             not_found_msg: format!("lock-exec: {shown}: command not found\n").into_bytes(),
-            not_exec_msg: format!("lock-exec: {shown}: cannot execute (permission denied or not an executable)\n").into_bytes(),
+            not_exec_msg: format!(
+                "lock-exec: {shown}: cannot execute (permission denied or not an executable)\n"
+            )
+            .into_bytes(),
             take_tty: foreground_tty(),
         })
     }
@@ -99,7 +105,13 @@ fn resolve(program: &OsStr, path_var: &OsStr) -> PathBuf {
         return PathBuf::from(program);
     }
     let candidates: Vec<PathBuf> = std::env::split_paths(path_var)
-        .map(|dir| if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir })
+        .map(|dir| {
+            if dir.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                dir
+            }
+        })
         .map(|dir| dir.join(program))
         .filter(|p| p.is_file())
         .collect();
@@ -125,7 +137,11 @@ pub fn spawn(exec: &PreparedExec) -> io::Result<Pid> {
     // Block everything across fork so no handler of ours runs in the child before it
     // resets dispositions (tini does the same).
     let mut old = SigSet::empty();
-    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::all()), Some(&mut old))?;
+    pthread_sigmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut old),
+    )?;
     // SAFETY: the child branch only calls async-signal-safe functions on memory prepared
     // before the fork, then execs or exits.
     let pid = unsafe { libc::fork() };
@@ -161,7 +177,11 @@ unsafe fn exec_child(exec: &PreparedExec) -> ! {
     let mut empty: libc::sigset_t = std::mem::zeroed();
     libc::sigemptyset(&mut empty);
     libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-    libc::execve(exec.path.as_ptr(), exec.argv_ptrs.as_ptr(), exec.envp_ptrs.as_ptr());
+    libc::execve(
+        exec.path.as_ptr(),
+        exec.argv_ptrs.as_ptr(),
+        exec.envp_ptrs.as_ptr(),
+    );
     let errno = *libc::__errno_location();
     let (msg, code) = if errno == libc::ENOENT || errno == libc::ENOTDIR {
         (&exec.not_found_msg, 127)

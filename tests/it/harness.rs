@@ -1,0 +1,599 @@
+//! Test harness: servers, the binary, a fault-injecting TCP proxy, and item inspection.
+//! Every server and child process is killed on drop; every wait has a timeout.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_dynamodb::types::AttributeValue;
+use lock_exec::lock::dynamo::{record_from, DynamoStore};
+use lock_exec::lock::LockRecord;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The binary under test, built by cargo for this test run.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_lock-exec")
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The git-ignored tools folder filled by scripts/install-tools.sh.
+pub fn tools() -> PathBuf {
+    repo().join(".tools")
+}
+
+/// Unix nanoseconds now.
+pub fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}
+
+/// A unique name for tables, keys and temp dirs within this test process.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{prefix}-{}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst),
+        now_ns() % 1_000_000
+    )
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let p = std::env::temp_dir().join(unique("lock-exec-test"));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Which DynamoDB-compatible server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Dynalite,
+    Moto,
+}
+
+/// A DynamoDB-compatible server on a free loopback port, killed on drop.
+pub struct Server {
+    pub backend: Backend,
+    pub port: u16,
+    child: Child,
+    /// dynalite's data directory, when persistent (for restart tests).
+    data: Option<PathBuf>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Server {
+    pub fn start(backend: Backend) -> Self {
+        Self::start_with(backend, None, None)
+    }
+
+    /// dynalite keeping its data in `dir`, so it can be restarted with the same data.
+    pub fn dynalite_persistent(dir: &Path, port: Option<u16>) -> Self {
+        Self::start_with(Backend::Dynalite, Some(dir.to_path_buf()), port)
+    }
+
+    fn start_with(backend: Backend, data: Option<PathBuf>, port: Option<u16>) -> Self {
+        for _ in 0..5 {
+            let port = port.unwrap_or_else(free_port);
+            let mut cmd = match backend {
+                Backend::Dynalite => {
+                    let mut c = Command::new(tools().join("npm/node_modules/.bin/dynalite"));
+                    c.args([
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        &port.to_string(),
+                        "--createTableMs",
+                        "0",
+                    ]);
+                    if let Some(d) = &data {
+                        c.arg("--path").arg(d);
+                    }
+                    c
+                }
+                Backend::Moto => {
+                    let mut c = Command::new(tools().join("venv/bin/moto_server"));
+                    c.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+                    c
+                }
+            };
+            let child = cmd
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("cannot start {backend:?} (run scripts/install-tools.sh): {e}")
+                });
+            let mut server = Server {
+                backend,
+                port,
+                child,
+                data: data.clone(),
+            };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return server;
+                }
+                if let Ok(Some(_)) = server.child.try_wait() {
+                    break; // port taken, probably: try another
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = server.child.kill();
+        }
+        panic!("{backend:?} did not start");
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server (SIGKILL), keeping its data directory.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A server plus a table created with `lock-exec create-table`.
+pub struct Env {
+    pub server: Server,
+    pub table: String,
+    pub dir: TempDir,
+}
+
+impl Env {
+    pub async fn new(backend: Backend) -> Self {
+        let server = Server::start(backend);
+        Self::with_server(server).await
+    }
+
+    pub async fn with_server(server: Server) -> Self {
+        let env = Env {
+            server,
+            table: unique("locks"),
+            dir: TempDir::new(),
+        };
+        let out = env.cmd(["create-table"]).output().await;
+        assert_eq!(out.code, Some(0), "create-table failed: {}", out.stderr);
+        env
+    }
+
+    pub fn endpoint(&self) -> String {
+        self.server.endpoint()
+    }
+
+    /// `lock-exec ARGS` against this env's server and table.
+    pub fn cmd<I, S>(&self, args: I) -> LockExec
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        LockExec::new(&self.endpoint(), &self.table).args(args)
+    }
+
+    /// An SDK client straight to the server (never through a proxy).
+    pub fn client(&self) -> aws_sdk_dynamodb::Client {
+        client(&self.endpoint())
+    }
+
+    pub fn store(&self) -> DynamoStore {
+        DynamoStore::new(self.client(), &self.table)
+    }
+
+    /// The lock item for `key`, read consistently.
+    pub async fn item(&self, key: &str) -> Option<LockRecord> {
+        let out = self
+            .client()
+            .get_item()
+            .table_name(&self.table)
+            .key("key", AttributeValue::S(key.into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap();
+        out.item().map(|i| record_from(key, i))
+    }
+
+    /// Writes a raw item, e.g. in the original Go tool's format.
+    pub async fn put_raw(&self, item: HashMap<String, AttributeValue>) {
+        self.client()
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// An SDK client for `endpoint` with dummy credentials.
+pub fn client(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    let conf = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(conf)
+}
+
+/// What a finished `lock-exec` printed and returned.
+#[derive(Debug)]
+pub struct Output {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+/// A `lock-exec` invocation with a clean, explicit environment.
+pub struct LockExec {
+    cmd: tokio::process::Command,
+    timeout: Duration,
+}
+
+impl LockExec {
+    pub fn new(endpoint: &str, table: &str) -> Self {
+        Self::program(bin(), endpoint, table)
+    }
+
+    /// Any program (e.g. `unshare`) with lock-exec's environment.
+    pub fn program(program: impl AsRef<std::ffi::OsStr>, endpoint: &str, table: &str) -> Self {
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.env_clear()
+            .env(
+                "PATH",
+                std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
+            )
+            .env("HOME", std::env::temp_dir())
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("LOCK_EXEC_ENDPOINT_URL", endpoint)
+            .env("LOCK_EXEC_TABLE", table)
+            .env("LOCK_EXEC_LOG_FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        LockExec {
+            cmd,
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.cmd.args(args);
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.cmd.env(k, v);
+        self
+    }
+
+    pub fn env_remove(mut self, k: &str) -> Self {
+        self.cmd.env_remove(k);
+        self
+    }
+
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+
+    /// Runs to completion (killed after the timeout, which fails the test).
+    pub async fn output(self) -> Output {
+        let started = Instant::now();
+        let timeout = self.timeout;
+        let child = self.spawn();
+        child.wait_timeout(timeout, started).await
+    }
+
+    pub fn spawn(mut self) -> Running {
+        let child = self.cmd.spawn().expect("spawn lock-exec");
+        Running {
+            child,
+            started: Instant::now(),
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// A running `lock-exec`, killed on drop.
+pub struct Running {
+    pub child: tokio::process::Child,
+    pub started: Instant,
+    timeout: Duration,
+}
+
+impl Running {
+    pub fn pid(&self) -> i32 {
+        self.child.id().expect("running") as i32
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
+    }
+
+    pub async fn wait(self) -> Output {
+        let (timeout, started) = (self.timeout, self.started);
+        self.wait_timeout(timeout, started).await
+    }
+
+    async fn wait_timeout(mut self, timeout: Duration, started: Instant) -> Output {
+        let mut stdout = self.child.stdout.take().unwrap();
+        let mut stderr = self.child.stderr.take().unwrap();
+        let read = async {
+            let (mut o, mut e) = (Vec::new(), Vec::new());
+            let _ = tokio::join!(stdout.read_to_end(&mut o), stderr.read_to_end(&mut e));
+            let status = self.child.wait().await.unwrap();
+            (status, o, e)
+        };
+        let (status, o, e) = match tokio::time::timeout(timeout, read).await {
+            Ok(r) => r,
+            Err(_) => panic!("lock-exec did not finish within {timeout:?}"),
+        };
+        use std::os::unix::process::ExitStatusExt;
+        Output {
+            code: status.code(),
+            signal: status.signal(),
+            stdout: String::from_utf8_lossy(&o).into_owned(),
+            stderr: String::from_utf8_lossy(&e).into_owned(),
+            elapsed: started.elapsed(),
+        }
+    }
+}
+
+/// Waits until `f` is true, polling every 20 ms; panics after `limit`.
+pub async fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads a file of one integer (e.g. a pid or a timestamp written by a child).
+pub fn read_num(path: &Path) -> Option<i64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Whether a process exists (zombies count as gone).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, r)| !r.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// Parses the JSON log lines of a run.
+pub fn log_lines(stderr: &str) -> Vec<serde_json::Value> {
+    stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// How the proxy treats traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Fault {
+    /// Forward both ways.
+    Pass = 0,
+    /// Accept and keep connections open, forwarding nothing either way (a network that
+    /// stops answering).
+    Blackhole = 1,
+    /// Close connections at once, new and existing.
+    Reset = 2,
+    /// Forward, delaying every response chunk by the configured delay.
+    Delay = 3,
+    /// Forward requests, then swallow the next response and close that connection
+    /// (the request was applied, its answer is lost); reverts to Pass after once.
+    DropResponse = 4,
+}
+
+/// A TCP proxy in front of a server, with switchable faults. Stops on drop.
+pub struct Proxy {
+    pub port: u16,
+    fault: Arc<AtomicU8>,
+    delay_ms: Arc<AtomicU64>,
+    /// Responses swallowed by DropResponse so far.
+    pub dropped: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(target_port: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let fault = Arc::new(AtomicU8::new(Fault::Pass as u8));
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let target: SocketAddr = ([127, 0, 0, 1], target_port).into();
+        let (f, d, dr) = (fault.clone(), delay_ms.clone(), dropped.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (f, d, dr) = (f.clone(), d.clone(), dr.clone());
+                tokio::spawn(async move {
+                    if f.load(Ordering::SeqCst) == Fault::Reset as u8 {
+                        return; // dropping the socket closes it
+                    }
+                    let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    pipe(client, server, f, d, dr).await;
+                });
+            }
+        });
+        Proxy {
+            port,
+            fault,
+            delay_ms,
+            dropped,
+            task,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn set(&self, fault: Fault) {
+        self.fault.store(fault as u8, Ordering::SeqCst);
+    }
+
+    pub fn set_delay(&self, d: Duration) {
+        self.delay_ms.store(d.as_millis() as u64, Ordering::SeqCst);
+        self.set(Fault::Delay);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn pipe(
+    client: tokio::net::TcpStream,
+    server: tokio::net::TcpStream,
+    fault: Arc<AtomicU8>,
+    delay_ms: Arc<AtomicU64>,
+    dropped: Arc<AtomicU64>,
+) {
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let f_up = fault.clone();
+    let upstream = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match cr.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            match f_up.load(Ordering::SeqCst) {
+                x if x == Fault::Reset as u8 => return,
+                x if x == Fault::Blackhole as u8 => continue,
+                _ => {}
+            }
+            if sw.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    let downstream = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match sr.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            match fault.load(Ordering::SeqCst) {
+                x if x == Fault::Reset as u8 => return,
+                x if x == Fault::Blackhole as u8 => continue,
+                x if x == Fault::DropResponse as u8 => {
+                    fault.store(Fault::Pass as u8, Ordering::SeqCst);
+                    dropped.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+                x if x == Fault::Delay as u8 => {
+                    tokio::time::sleep(Duration::from_millis(delay_ms.load(Ordering::SeqCst)))
+                        .await;
+                }
+                _ => {}
+            }
+            if cw.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    // Either side ending closes both (dropping the halves).
+    tokio::select! {
+        _ = upstream => {}
+        _ = downstream => {}
+    }
+}
+
+/// Generates one test per backend: `both!(name)` calls `async fn name(Backend)`.
+#[macro_export]
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod dynalite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::harness::Backend::Dynalite).await
+                }
+            )*
+        }
+        mod moto {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::harness::Backend::Moto).await
+                }
+            )*
+        }
+    };
+}

@@ -153,8 +153,19 @@ pub async fn run<S: LockStore>(
     sup.stop_leftovers(grace).await;
     lease.stop().await;
 
-    if stop != Some(Stop::Lost) {
-        release(&*store, &holding, &claim, &clock, t, stop.is_none()).await;
+    match stop {
+        None => release(&*store, &holding, &claim, &clock, t, true).await,
+        Some(Stop::HardCap) => release(&*store, &holding, &claim, &clock, t, false).await,
+        // The store did not answer renewals: one short try, then the lease lapses anyway.
+        Some(Stop::Unrenewed) => {
+            if timeout(t.heartbeat, store.release(&holding, clock.now_ns()))
+                .await
+                .is_err()
+            {
+                tracing::warn!(key = %cfg.key, "release got no answer; the key frees itself when its lease ends");
+            }
+        }
+        Some(Stop::Lost) => {}
     }
     Ok(match stop {
         None => RunOutcome::Exited(status),

@@ -1,1 +1,286 @@
-//! placeholder
+//! PID-1 behaviour: reaping, exit codes, signal forwarding, and stopping the child before
+//! a lost or capped lease ends. Runs as root (as CI does): `unshare` makes lock-exec PID 1.
+
+use std::path::Path;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::harness::*;
+
+/// `lock-exec ARGS` as PID 1 of a new PID namespace.
+fn as_pid1(env: &Env, args: &[&str]) -> LockExec {
+    LockExec::program("unshare", &env.endpoint(), &env.table)
+        .args(["--pid", "--fork", "--mount-proc", bin()])
+        .args(args)
+}
+
+/// lock-exec's pid in the host namespace: the only child of `unshare --fork`.
+async fn pid1_host_pid(unshare: &Running) -> i32 {
+    let path = format!("/proc/{0}/task/{0}/children", unshare.pid());
+    let mut found = None;
+    wait_for("unshare's child", Duration::from_secs(10), || {
+        found = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok());
+        found.is_some()
+    })
+    .await;
+    found.unwrap()
+}
+
+fn script(dir: &Path, name: &str, body: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+/// Counts zombies among all visible processes, and reports who adopted a long orphan.
+const ORPHANS: &str = r#"
+for i in $(seq 30); do (sleep 0.2 &) ; done
+(sleep 30 & echo $! > "$DIR/long")
+sleep 1.5
+z=0
+for f in /proc/[0-9]*/stat; do
+  s=$(cut -d')' -f2 < "$f" 2>/dev/null | awk '{print $1}')
+  [ "$s" = Z ] && z=$((z+1))
+done
+echo "zombies=$z"
+echo "long_ppid=$(cut -d')' -f2 < /proc/$(cat "$DIR/long")/stat | awk '{print $2}')"
+echo "parent=$PPID"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pid1_reaps_30_orphans_and_stops_leftovers() {
+    let env = Env::new(Backend::Dynalite).await;
+    let s = script(env.dir.path(), "orphans.sh", ORPHANS);
+    let out = as_pid1(&env, &["run", "k", "--", &s])
+        .env("DIR", env.dir.path())
+        .output()
+        .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains("zombies=0\n"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("long_ppid=1\n"),
+        "orphan not adopted by PID 1: {}",
+        out.stdout
+    );
+    // The 30 s orphan was stopped when the command ended, not waited for.
+    assert!(out.elapsed < Duration::from_secs(20), "{:?}", out.elapsed);
+    assert!(
+        out.stderr.contains("left processes behind"),
+        "{}",
+        out.stderr
+    );
+    assert!(!env.item("k").await.unwrap().is_held(now_ns()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subreaper_reaps_orphans_when_not_pid1() {
+    let env = Env::new(Backend::Dynalite).await;
+    let s = script(env.dir.path(), "orphans.sh", ORPHANS);
+    let out = env
+        .cmd(["run", "k", "--", &s])
+        .env("DIR", env.dir.path())
+        .output()
+        .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let parent = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("parent="))
+        .unwrap()
+        .to_string();
+    assert!(
+        out.stdout.contains(&format!("long_ppid={parent}\n")),
+        "orphan not adopted: {}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("zombies=0\n"), "{}", out.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pid1_passes_all_256_exit_codes_through() {
+    let env = Env::new(Backend::Dynalite).await;
+    let mut set = tokio::task::JoinSet::new();
+    let codes: Vec<i32> = (0..=255).collect();
+    for chunk in codes.chunks(32) {
+        let cmds: Vec<(i32, LockExec)> = chunk
+            .iter()
+            .map(|&c| {
+                (
+                    c,
+                    as_pid1(
+                        &env,
+                        &[
+                            "run",
+                            &format!("code-{c}"),
+                            "--",
+                            "sh",
+                            "-c",
+                            &format!("exit {c}"),
+                        ],
+                    ),
+                )
+            })
+            .collect();
+        set.spawn(async move {
+            let mut wrong = Vec::new();
+            for (code, cmd) in cmds {
+                let out = cmd.output().await;
+                if out.code != Some(code) {
+                    wrong.push((code, out.code, out.stderr));
+                }
+            }
+            wrong
+        });
+    }
+    let mut wrong = Vec::new();
+    while let Some(r) = set.join_next().await {
+        wrong.extend(r.unwrap());
+    }
+    assert!(wrong.is_empty(), "codes not passed through: {wrong:?}");
+    let out = as_pid1(&env, &["run", "k", "--", "sh", "-c", "kill -KILL $$"])
+        .output()
+        .await;
+    assert_eq!(out.code, Some(137));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pid1_forwards_signals_to_the_child_and_releases_after() {
+    let env = Env::new(Backend::Dynalite).await;
+    for sig in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+    ] {
+        let name = sig.as_str().trim_start_matches("SIG");
+        let ready = env.dir.file(&format!("ready-{name}"));
+        let got = env.dir.file(&format!("got-{name}"));
+        let s = script(
+            env.dir.path(),
+            &format!("trap-{name}.sh"),
+            &format!(
+                "trap 'echo {name} > {got}; exit 42' {name}\ntouch {ready}\nwhile :; do sleep 0.05; done",
+                got = got.display(),
+                ready = ready.display()
+            ),
+        );
+        let key = format!("sig-{name}");
+        let running = as_pid1(&env, &["run", &key, "--", &s]).spawn();
+        let pid1 = pid1_host_pid(&running).await;
+        wait_for("the child's trap", Duration::from_secs(20), || {
+            ready.exists()
+        })
+        .await;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid1), sig).unwrap();
+        let out = running.wait().await;
+        assert_eq!(out.code, Some(42), "{name}: {}", out.stderr);
+        assert_eq!(std::fs::read_to_string(&got).unwrap().trim(), name);
+        let item = env.item(&key).await.unwrap();
+        assert!(!item.is_held(now_ns()), "{name}: lock not released");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hard_cap_stops_the_command_with_124() {
+    let env = Env::new(Backend::Dynalite).await;
+    let out = env
+        .cmd([
+            "run", "k", "--expire", "3s", "--lease", "1s", "--", "sleep", "30",
+        ])
+        .output()
+        .await;
+    assert_eq!(out.code, Some(124), "{}", out.stderr);
+    assert!(
+        out.elapsed >= Duration::from_secs(2) && out.elapsed < Duration::from_secs(6),
+        "{:?}",
+        out.elapsed
+    );
+    assert!(out.stderr.contains("hard cap"), "{}", out.stderr);
+    let item = env.item("k").await.unwrap();
+    assert!(!item.is_held(now_ns()));
+    // The child was dead before the deadline.
+    assert!(item.deadline_ns.unwrap() > now_ns() - out.elapsed.as_nanos() as i64 + 2_000_000_000);
+}
+
+/// A holder behind a proxy that stops answering: it must stop its child before the lease
+/// end recorded in the table, exit 125, and the next holder runs only after that.
+async fn lease_loss(child_body: &str) {
+    let env = Env::new(Backend::Dynalite).await;
+    let proxy = Proxy::start(env.server.port).await;
+    let pidfile = env.dir.file("pid");
+    let s = script(
+        env.dir.path(),
+        "child.sh",
+        &format!("echo $$ > {}\n{child_body}", pidfile.display()),
+    );
+    let holder = LockExec::new(&proxy.endpoint(), &env.table)
+        .args(["run", "k", "--lease", "3s", "--", &s])
+        .spawn();
+    wait_for("the child", Duration::from_secs(20), || {
+        read_num(&pidfile).is_some()
+    })
+    .await;
+    let child = read_num(&pidfile).unwrap() as i32;
+    // Watch the child die (a zombie counts as dead), every 5 ms.
+    let watcher = tokio::spawn(async move {
+        while alive(child) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        now_ns()
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.set(Fault::Blackhole);
+    let out = holder.wait().await;
+    assert_eq!(out.code, Some(125), "{}", out.stderr);
+    assert!(!alive(child), "child still alive after lock-exec exited");
+    let died_ns = watcher.await.unwrap();
+    let lease_end = env.item("k").await.unwrap().expire_ns.unwrap();
+    assert!(
+        died_ns < lease_end,
+        "child outlived the lease: died {} ms after its end",
+        (died_ns - lease_end) / 1_000_000
+    );
+    eprintln!(
+        "child died {} ms before the lease end",
+        (lease_end - died_ns) / 1_000_000
+    );
+    assert!(
+        out.stderr.contains("could not be renewed"),
+        "{}",
+        out.stderr
+    );
+
+    // The next holder (straight to the server) starts only after the lease end.
+    let started = env.dir.file("next");
+    let next = env
+        .cmd([
+            "run",
+            "k",
+            "--wait",
+            "20s",
+            "--",
+            "sh",
+            "-c",
+            &format!("date +%s%N > {}", started.display()),
+        ])
+        .output()
+        .await;
+    assert_eq!(next.code, Some(0), "{}", next.stderr);
+    assert!(read_num(&started).unwrap() > lease_end);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_network_stops_a_child_that_handles_sigterm() {
+    lease_loss("trap 'exit 0' TERM\nwhile :; do sleep 0.05; done").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_network_kills_a_child_that_ignores_sigterm() {
+    lease_loss("trap '' TERM\nexec sleep 60").await;
+}

@@ -4,19 +4,20 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
 
-/// The default filter: our own info lines, only warnings from the AWS SDK and HTTP stack.
-const DEFAULT_FILTER: &str = "warn,lock_exec=info";
+/// The default filter: our own info lines, only errors from the AWS SDK and HTTP stack
+/// (their warnings repeat, at length, what lock-exec reports in one line).
+const DEFAULT_FILTER: &str = "error,lock_exec=info";
 
 /// Installs the global subscriber.
 pub fn init(format: LogFormat) {
     let directive = std::env::var("LOCK_EXEC_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| DEFAULT_FILTER.to_string());
-    // A bare level such as "debug" applies to lock-exec only; the SDK stays at warn.
+    // A bare level such as "debug" applies to lock-exec only; the SDK stays at error.
     let directive = if directive.contains('=') || directive.contains(',') {
         directive
     } else {
-        format!("warn,lock_exec={directive}")
+        format!("error,lock_exec={directive}")
     };
     let filter = EnvFilter::try_new(&directive).unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()

@@ -16,7 +16,8 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
@@ -219,14 +220,16 @@ fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn is_condition_failure<R>(e: &SdkError<UpdateItemError, R>) -> bool {
+fn is_condition_failure(e: &SdkError<UpdateItemError, HttpResponse>) -> bool {
     matches!(
         e.as_service_error(),
         Some(UpdateItemError::ConditionalCheckFailedException(_))
     )
 }
 
-fn old_item<R>(e: &SdkError<UpdateItemError, R>) -> Option<&HashMap<String, AttributeValue>> {
+fn old_item(
+    e: &SdkError<UpdateItemError, HttpResponse>,
+) -> Option<&HashMap<String, AttributeValue>> {
     match e.as_service_error() {
         Some(UpdateItemError::ConditionalCheckFailedException(c)) => c.item(),
         _ => None,
@@ -254,15 +257,41 @@ pub fn record_from(key: &str, item: &HashMap<String, AttributeValue>) -> LockRec
 }
 
 /// Turns an SDK error into a [`StoreError`] a user can act on.
-pub fn classify<E, R>(err: SdkError<E, R>, table: &str, action: &'static str) -> StoreError
+pub fn classify<E>(err: SdkError<E, HttpResponse>, table: &str, action: &'static str) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
 {
     if let Some(service) = err.as_service_error() {
-        let code = service.code().unwrap_or_default();
+        let raw = err.raw_response();
+        let status = raw.map(|r| r.status().as_u16()).unwrap_or_default();
+        let body = raw
+            .and_then(|r| r.body().bytes())
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        // Some servers and proxies answer in XML, which the JSON protocol cannot parse:
+        // fall back to the HTTP status and the body's own <Code> and <Message>.
+        let code = service
+            .code()
+            .map(str::to_string)
+            .or_else(|| xml_tag(&body, "Code"))
+            .unwrap_or_else(|| {
+                if status == 403 {
+                    "AccessDeniedException".into()
+                } else {
+                    format!("HTTP {status}")
+                }
+            });
+        let message = service
+            .message()
+            .map(str::to_string)
+            .or_else(|| xml_tag(&body, "Message"))
+            .unwrap_or_default();
+        let code = match code.as_str() {
+            "AccessDenied" => "AccessDeniedException",
+            other => other,
+        };
         // The service error's own message, not the SdkError's "service error".
-        let detail = format!("{code}: {}", service.message().unwrap_or_default());
+        let detail = format!("{code}: {message}");
         return match code {
             "ResourceNotFoundException" => StoreError::TableNotFound {
                 table: table.to_string(),
@@ -292,7 +321,7 @@ where
             _ => StoreError::Other { action, detail },
         };
     }
-    let detail = DisplayErrorContext(&err).to_string();
+    let detail = error_chain(&err);
     let lower = detail.to_ascii_lowercase();
     if lower.contains("credential") {
         return StoreError::NoCredentials { detail };
@@ -306,4 +335,26 @@ where
         }
         _ => StoreError::Other { action, detail },
     }
+}
+
+/// The Display of an error and its sources, joined on one line, repeats dropped (the SDK
+/// nests errors that print the same text).
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ").replace('\n', " ")
+}
+
+/// The text of the first `<tag>…</tag>` in an XML error body.
+fn xml_tag(body: &str, tag: &str) -> Option<String> {
+    let start = body.find(&format!("<{tag}>"))? + tag.len() + 2;
+    let end = start + body[start..].find(&format!("</{tag}>"))?;
+    Some(body[start..end].to_string())
 }

@@ -100,15 +100,30 @@ fn free_port() -> u16 {
 
 impl Server {
     pub fn start(backend: Backend) -> Self {
-        Self::start_with(backend, None, None)
+        Self::start_with(backend, None, None, &[])
+    }
+
+    /// moto enforcing IAM after its first `free` requests (for the set-up).
+    pub fn moto_with_iam(free: u32) -> Self {
+        Self::start_with(
+            Backend::Moto,
+            None,
+            None,
+            &[("INITIAL_NO_AUTH_ACTION_COUNT", free.to_string())],
+        )
     }
 
     /// dynalite keeping its data in `dir`, so it can be restarted with the same data.
     pub fn dynalite_persistent(dir: &Path, port: Option<u16>) -> Self {
-        Self::start_with(Backend::Dynalite, Some(dir.to_path_buf()), port)
+        Self::start_with(Backend::Dynalite, Some(dir.to_path_buf()), port, &[])
     }
 
-    fn start_with(backend: Backend, data: Option<PathBuf>, port: Option<u16>) -> Self {
+    fn start_with(
+        backend: Backend,
+        data: Option<PathBuf>,
+        port: Option<u16>,
+        envs: &[(&str, String)],
+    ) -> Self {
         for _ in 0..5 {
             let port = port.unwrap_or_else(free_port);
             let mut cmd = match backend {
@@ -134,6 +149,7 @@ impl Server {
                 }
             };
             let child = cmd
+                .envs(envs.iter().map(|(k, v)| (k, v)))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())

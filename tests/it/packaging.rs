@@ -8,11 +8,21 @@ use crate::harness::*;
 async fn rendered_cronjob_command_locks_the_key_and_runs_the_job() {
     let env = Env::new(Backend::Dynalite).await;
     let rendered = Command::new(tools().join("bin/helm"))
-        .args(["template", "nightly", "charts/lock-exec", "-f", "charts/lock-exec/ci/test-values.yaml"])
+        .args([
+            "template",
+            "nightly",
+            "charts/lock-exec",
+            "-f",
+            "charts/lock-exec/ci/test-values.yaml",
+        ])
         .current_dir(repo())
         .output()
         .expect("helm (run scripts/install-tools.sh)");
-    assert!(rendered.status.success(), "{}", String::from_utf8_lossy(&rendered.stderr));
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
     let mut render = Command::new(tools().join("venv/bin/python"))
         .arg(repo().join("scripts/render-job.py"))
         .stdin(std::process::Stdio::piped())
@@ -20,13 +30,26 @@ async fn rendered_cronjob_command_locks_the_key_and_runs_the_job() {
         .spawn()
         .unwrap();
     use std::io::Write;
-    render.stdin.take().unwrap().write_all(&rendered.stdout).unwrap();
+    render
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&rendered.stdout)
+        .unwrap();
     let job = render.wait_with_output().unwrap();
     assert!(job.status.success());
     let job: serde_json::Value = serde_json::from_slice(&job.stdout).unwrap();
 
-    let argv: Vec<String> = job["command"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
-    assert_eq!(argv[0], "/lock-exec-bin/lock-exec", "the job runs the binary the init container installed");
+    let argv: Vec<String> = job["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        argv[0], "/lock-exec-bin/lock-exec",
+        "the job runs the binary the init container installed"
+    );
     assert_eq!(&argv[1..4], ["run", "nightly-report", "--"]);
 
     // Run exactly that command line, with the local binary and the rendered environment;
@@ -44,23 +67,39 @@ async fn rendered_cronjob_command_locks_the_key_and_runs_the_job() {
     let out = cmd.output().await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert_eq!(out.stdout, "hello\n");
-    let item = env.item("nightly-report").await.expect("the configured key was locked");
+    let item = env
+        .item("nightly-report")
+        .await
+        .expect("the configured key was locked");
     assert_eq!(item.fence, Some(1));
     assert_eq!(item.owner.as_deref(), Some("nightly-29000000-x7k2p"));
     assert_eq!(item.cluster.as_deref(), Some("eu-west-1-blue"));
     // lock.minHold (1s) from the values was applied.
-    assert_eq!(item.expire_ns.unwrap(), item.acquired_ns.unwrap() + 1_000_000_000);
+    assert_eq!(
+        item.expire_ns.unwrap(),
+        item.acquired_ns.unwrap() + 1_000_000_000
+    );
 }
 
 #[tokio::test]
 async fn install_copies_a_working_binary() {
     let dir = TempDir::new();
-    let out = LockExec::new("http://127.0.0.1:9", "t").args(["install"]).arg_path(dir.path()).output().await;
+    let out = LockExec::new("http://127.0.0.1:9", "t")
+        .args(["install"])
+        .arg_path(dir.path())
+        .output()
+        .await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let copied = dir.file("lock-exec");
     let v = Command::new(&copied).arg("version").output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&v.stdout), format!("lock-exec {}\n", env!("CARGO_PKG_VERSION")));
-    let out = LockExec::new("http://127.0.0.1:9", "t").args(["install", "/nonexistent/dir"]).output().await;
+    assert_eq!(
+        String::from_utf8_lossy(&v.stdout),
+        format!("lock-exec {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let out = LockExec::new("http://127.0.0.1:9", "t")
+        .args(["install", "/nonexistent/dir"])
+        .output()
+        .await;
     assert_eq!(out.code, Some(125));
     assert!(out.stderr.contains("not a directory"), "{}", out.stderr);
 }

@@ -78,7 +78,9 @@ impl Timing {
             expire: input.expire.unwrap_or(DEFAULT_EXPIRE),
             min_hold: input.min_hold.unwrap_or(Duration::ZERO),
         };
-        let d = |d: Duration| humantime::format_duration(d).to_string();
+        let d = |d: Duration| {
+            humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()
+        };
         for (name, value) in [
             ("--lease", t.lease),
             ("--heartbeat", t.heartbeat),
@@ -271,14 +273,16 @@ async fn keep<S: LockStore>(
 
         let sent = Instant::now();
         let new_expire = (clock.wall_at(sent) + nanos(timing.lease)).min(deadline_ns);
-        // One attempt may not occupy more than a heartbeat: a hung request must not
-        // delay the retries that could still save the lease.
+        // One attempt may take up to half a lease (a slow but answering server still
+        // renews), but no longer: a hung request must not use up the time in which a
+        // retry on a fresh connection could still save the lease.
+        let attempt_limit = (timing.lease / 2).max(timing.heartbeat);
         let result = tokio::select! {
             _ = sleep_until(term_at) => {
                 let _ = events.send(expiring).await;
                 return;
             }
-            r = timeout(timing.heartbeat, store.renew(&holding, new_expire)) => r,
+            r = timeout(attempt_limit, store.renew(&holding, new_expire)) => r,
         };
         match result {
             Ok(Ok(())) => {

@@ -10,12 +10,19 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            use clap::error::ErrorKind::{DisplayHelp, DisplayVersion};
-            if matches!(e.kind(), DisplayHelp | DisplayVersion) {
-                let _ = e.print();
-                return ExitCode::from(exit::SUCCESS);
+            use clap::error::ErrorKind::{
+                DisplayHelp, DisplayHelpOnMissingArgumentOrSubcommand, DisplayVersion,
+            };
+            match e.kind() {
+                DisplayHelp | DisplayVersion => {
+                    let _ = e.print();
+                    return ExitCode::from(exit::SUCCESS);
+                }
+                DisplayHelpOnMissingArgumentOrSubcommand => eprintln!(
+                    "lock-exec: error: missing command: use run, unlock, status, create-table, install or version (see lock-exec --help)"
+                ),
+                _ => eprintln!("lock-exec: {}", one_line(&e)),
             }
-            eprintln!("lock-exec: {}", one_line(&e));
             return ExitCode::from(exit::FAILURE);
         }
     };

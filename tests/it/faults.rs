@@ -1,1 +1,280 @@
-//! placeholder
+//! Faults between lock-exec and DynamoDB, injected by the harness's TCP proxy: lost
+//! responses, slow and throttling servers, restarts, and a contender whose clock is ahead.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::both;
+use crate::harness::*;
+
+both!(
+    lost_acquire_response_runs_once,
+    lost_release_response_is_retried
+);
+
+/// The acquire is applied but its answer is lost; the SDK retries, the condition fails on
+/// our own item, and the run must recognise itself: it runs once, and releases.
+async fn lost_acquire_response_runs_once(b: Backend) {
+    let env = Env::new(b).await;
+    let proxy = Proxy::start(env.server.port).await;
+    proxy.set(Fault::DropResponse);
+    let out = LockExec::new(&proxy.endpoint(), &env.table)
+        .args([
+            "run",
+            "k",
+            "--",
+            "sh",
+            "-c",
+            "echo ran with fence $LOCK_EXEC_FENCE",
+        ])
+        .output()
+        .await;
+    assert_eq!(
+        proxy.dropped.load(Ordering::SeqCst),
+        1,
+        "the fault did not trigger"
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout, "ran with fence 1\n", "{}", out.stderr);
+    assert!(!out.stderr.contains("key is locked"), "{}", out.stderr);
+    let item = env.item("k").await.unwrap();
+    assert_eq!(item.fence, Some(1), "acquired twice");
+    assert!(!item.is_held(now_ns()), "left locked");
+}
+
+/// The release is applied but its answer is lost: the retry (same condition) succeeds,
+/// so the key is not left held for a lease.
+async fn lost_release_response_is_retried(b: Backend) {
+    let env = Env::new(b).await;
+    let proxy = Proxy::start(env.server.port).await;
+    let (ready, go) = (env.dir.file("ready"), env.dir.file("go"));
+    let running = LockExec::new(&proxy.endpoint(), &env.table)
+        .args([
+            "run",
+            "k",
+            "--",
+            "sh",
+            "-c",
+            &format!(
+                "touch {}; while [ ! -e {} ]; do sleep 0.02; done",
+                ready.display(),
+                go.display()
+            ),
+        ])
+        .spawn();
+    wait_for("child", Duration::from_secs(20), || ready.exists()).await;
+    // No renewal is due for 10 s: the next response is the release's.
+    proxy.set(Fault::DropResponse);
+    std::fs::write(&go, "").unwrap();
+    let out = running.wait().await;
+    assert_eq!(
+        proxy.dropped.load(Ordering::SeqCst),
+        1,
+        "the fault did not trigger"
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stderr.contains("lock released"), "{}", out.stderr);
+    assert!(
+        !env.item("k").await.unwrap().is_held(now_ns()),
+        "left locked for a lease"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_server_keeps_the_lease() {
+    let env = Env::new(Backend::Dynalite).await;
+    let proxy = Proxy::start(env.server.port).await;
+    proxy.set_delay(Duration::from_secs(2));
+    // Heartbeat 4 s, renewals answered after 2 s, SIGTERM due 6.75 s after the last
+    // renewal was sent: each renewal lands in time; two of them during the 9 s run.
+    let out = LockExec::new(&proxy.endpoint(), &env.table)
+        .env("LOCK_EXEC_LOG", "debug")
+        .args(["run", "k", "--lease", "12s", "--", "sleep", "9"])
+        .output()
+        .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr.matches("lease renewed").count() >= 2,
+        "{}",
+        out.stderr
+    );
+    let item = env.item("k").await.unwrap();
+    assert_eq!(item.fence, Some(1));
+    assert!(!item.is_held(now_ns()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_backs_off_and_never_runs_unlocked() {
+    let env = Env::new(Backend::Dynalite).await;
+    let proxy = Proxy::start(env.server.port).await;
+    let marker = env.dir.file("ran");
+    proxy.set(Fault::Throttle);
+    // Without --wait: the SDK's retries run out, the command never runs.
+    let out = LockExec::new(&proxy.endpoint(), &env.table)
+        .args(["run", "k", "--", "touch", marker.to_str().unwrap()])
+        .output()
+        .await;
+    assert_eq!(out.code, Some(125), "{}", out.stderr);
+    assert!(out.stderr.contains("throttled"), "{}", out.stderr);
+    assert!(!marker.exists());
+
+    // With --wait, it keeps trying and runs once the throttling stops.
+    let waiting = LockExec::new(&proxy.endpoint(), &env.table)
+        .args([
+            "run",
+            "k",
+            "--wait",
+            "30s",
+            "--lease",
+            "3s",
+            "--",
+            "sh",
+            "-c",
+            &format!("touch {}; sleep 4", marker.display()),
+        ])
+        .spawn();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!marker.exists(), "ran while every request was throttled");
+    proxy.set(Fault::Pass);
+    wait_for("the command", Duration::from_secs(20), || marker.exists()).await;
+    // Renewals throttled for 1 s (less than the 1.55 s safety window): the lease survives.
+    proxy.set(Fault::Throttle);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    proxy.set(Fault::Pass);
+    let out = waiting.wait().await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(env.item("k").await.unwrap().fence, Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restart_keeps_or_cleanly_loses_the_lease() {
+    let data = TempDir::new();
+    let server = Server::dynalite_persistent(data.path(), None);
+    let port = server.port;
+    let mut env = Env::with_server(server).await;
+    let (start, end) = (env.dir.file("a-start"), env.dir.file("a-end"));
+    let holder = env
+        .cmd([
+            "run",
+            "k",
+            "--lease",
+            "6s",
+            "--",
+            "sh",
+            "-c",
+            &format!(
+                "date +%s%N > {}; sleep 6; date +%s%N > {}",
+                start.display(),
+                end.display()
+            ),
+        ])
+        .spawn();
+    wait_for("holder", Duration::from_secs(20), || start.exists()).await;
+    env.server.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    env.server = Server::dynalite_persistent(data.path(), Some(port));
+    // A contender during the run must be refused (or wait until the holder is gone).
+    let b_start = env.dir.file("b-start");
+    let contender = env
+        .cmd([
+            "run",
+            "k",
+            "--wait",
+            "30s",
+            "--",
+            "sh",
+            "-c",
+            &format!("date +%s%N > {}", b_start.display()),
+        ])
+        .output()
+        .await;
+    let held = holder.wait().await;
+    assert!(
+        held.code == Some(0) || held.code == Some(125),
+        "{}",
+        held.stderr
+    );
+    assert_eq!(contender.code, Some(0), "{}", contender.stderr);
+    let holder_end = read_num(&end).unwrap_or_else(now_ns);
+    assert!(
+        read_num(&b_start).unwrap() > holder_end,
+        "contender ran while the holder ran"
+    );
+    eprintln!("holder exit {:?}", held.code);
+}
+
+/// A contender whose clock runs 0.8 s ahead (libfaketime) judges the holder's lease
+/// lapsed 0.8 s early; with --max-clock-skew 1s the holder's child is dead by then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contender_clock_ahead_within_allowance_never_overlaps() {
+    let env = Env::new(Backend::Dynalite).await;
+    let proxy = Proxy::start(env.server.port).await;
+    let pidfile = env.dir.file("pid");
+    let holder = LockExec::new(&proxy.endpoint(), &env.table)
+        .args([
+            "run",
+            "k",
+            "--lease",
+            "4s",
+            "--max-clock-skew",
+            "1s",
+            "--",
+            "sh",
+            "-c",
+            &format!(
+                "echo $$ > {}; trap '' TERM; exec sleep 60",
+                pidfile.display()
+            ),
+        ])
+        .spawn();
+    wait_for("holder's child", Duration::from_secs(20), || {
+        read_num(&pidfile).is_some()
+    })
+    .await;
+    let child = read_num(&pidfile).unwrap() as i32;
+    let watcher = tokio::spawn(async move {
+        while alive(child) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        now_ns()
+    });
+    proxy.set(Fault::Blackhole);
+    // The contender polls every 100 ms from a clock 0.8 s fast; its child reads the real clock.
+    let b_start = env.dir.file("b-start");
+    let contender = LockExec::program("faketime", &env.endpoint(), &env.table)
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .args([
+            "-f",
+            "+0.8s",
+            bin(),
+            "run",
+            "k",
+            "--wait",
+            "30s",
+            "--lease",
+            "400ms",
+            "--",
+            "sh",
+            "-c",
+            &format!(
+                "env -u LD_PRELOAD -u FAKETIME date +%s%N > {}",
+                b_start.display()
+            ),
+        ])
+        .output()
+        .await;
+    assert_eq!(contender.code, Some(0), "{}", contender.stderr);
+    let held = holder.wait().await;
+    assert_eq!(held.code, Some(125), "{}", held.stderr);
+    let died = watcher.await.unwrap();
+    let started = read_num(&b_start).unwrap();
+    assert!(
+        started > died,
+        "overlap: contender started {} ms before the holder's child died",
+        (died - started) / 1_000_000
+    );
+    eprintln!(
+        "gap between the holder's child death and the contender's start: {} ms",
+        (started - died) / 1_000_000
+    );
+}

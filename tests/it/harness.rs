@@ -143,8 +143,10 @@ impl Server {
                     c
                 }
                 Backend::Moto => {
-                    let mut c = Command::new(tools().join("venv/bin/moto_server"));
-                    c.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+                    // moto's own app, serialised: see tests/fixtures/moto_serial.py.
+                    let mut c = Command::new(tools().join("venv/bin/python"));
+                    c.arg(repo().join("tests/fixtures/moto_serial.py"));
+                    c.args(["127.0.0.1", &port.to_string()]);
                     c
                 }
             };
@@ -469,6 +471,8 @@ pub enum Fault {
     /// Forward requests, then swallow the next response and close that connection
     /// (the request was applied, its answer is lost); reverts to Pass after once.
     DropResponse = 4,
+    /// Answer every request with DynamoDB's ThrottlingException, forwarding nothing.
+    Throttle = 5,
 }
 
 /// A TCP proxy in front of a server, with switchable faults. Stops on drop.
@@ -536,6 +540,21 @@ impl Drop for Proxy {
     }
 }
 
+/// The answer DynamoDB gives when it throttles a request.
+const THROTTLED: &str = "{\"__type\":\"com.amazonaws.dynamodb.v20120810#ThrottlingException\",\"message\":\"Rate of requests exceeds the allowed throughput (fault proxy).\"}";
+
+/// Length of the first complete HTTP/1.1 request in `b` (headers + Content-Length body).
+fn http_request_len(b: &[u8]) -> Option<usize> {
+    let head_end = b.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&b[..head_end]).to_ascii_lowercase();
+    let body = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    (b.len() >= head_end + body).then_some(head_end + body)
+}
+
 async fn pipe(
     client: tokio::net::TcpStream,
     server: tokio::net::TcpStream,
@@ -543,23 +562,47 @@ async fn pipe(
     delay_ms: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
 ) {
-    let (mut cr, mut cw) = client.into_split();
+    let (mut cr, cw) = client.into_split();
+    let cw = Arc::new(tokio::sync::Mutex::new(cw));
     let (mut sr, mut sw) = server.into_split();
     let f_up = fault.clone();
+    let cw_up = cw.clone();
+    // Upstream works request by request, so a fault applies to whole requests.
     let upstream = async move {
         let mut buf = vec![0u8; 64 * 1024];
+        let mut pending = Vec::new();
         loop {
             let n = match cr.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
-            match f_up.load(Ordering::SeqCst) {
-                x if x == Fault::Reset as u8 => return,
-                x if x == Fault::Blackhole as u8 => continue,
-                _ => {}
-            }
-            if sw.write_all(&buf[..n]).await.is_err() {
-                return;
+            pending.extend_from_slice(&buf[..n]);
+            while let Some(len) = http_request_len(&pending) {
+                let request: Vec<u8> = pending.drain(..len).collect();
+                match f_up.load(Ordering::SeqCst) {
+                    x if x == Fault::Reset as u8 => return,
+                    x if x == Fault::Blackhole as u8 => continue,
+                    x if x == Fault::Throttle as u8 => {
+                        let reply = format!(
+                            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/x-amz-json-1.0\r\nx-amzn-requestid: fault-proxy\r\ncontent-length: {}\r\n\r\n{THROTTLED}",
+                            THROTTLED.len()
+                        );
+                        if cw_up
+                            .lock()
+                            .await
+                            .write_all(reply.as_bytes())
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    _ => {
+                        if sw.write_all(&request).await.is_err() {
+                            return;
+                        }
+                    }
+                }
             }
         }
     };
@@ -584,7 +627,7 @@ async fn pipe(
                 }
                 _ => {}
             }
-            if cw.write_all(&buf[..n]).await.is_err() {
+            if cw.lock().await.write_all(&buf[..n]).await.is_err() {
                 return;
             }
         }

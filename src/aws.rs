@@ -5,6 +5,8 @@
 //! stalls for seconds probing instance metadata. Here every attempt has a timeout, and the
 //! metadata client gets short timeouts and a single attempt.
 
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use aws_config::environment::EnvironmentVariableRegionProvider;
@@ -88,4 +90,41 @@ pub async fn client(opts: &AwsOptions) -> Result<Client, AwsError> {
         loader = loader.endpoint_url(url);
     }
     Ok(Client::new(&loader.load().await))
+}
+
+/// CA bundles the TLS stack finds on its own (Debian/Ubuntu/Alpine, RHEL, macOS-style).
+const SYSTEM_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// The bundle [`use_bundled_ca`] selected, if any.
+static BUNDLED_CA: OnceLock<PathBuf> = OnceLock::new();
+
+/// When the image has no CA bundle (busybox, scratch) but `lock-exec install` put one
+/// next to this binary, points the TLS stack at it through SSL_CERT_FILE. Without it
+/// every request to real DynamoDB fails with UnknownIssuer. Call before any thread starts.
+pub fn use_bundled_ca() {
+    if std::env::var_os("SSL_CERT_FILE").is_some()
+        || SYSTEM_BUNDLES.iter().any(|p| Path::new(p).is_file())
+    {
+        return;
+    }
+    let Some(bundle) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("ca-certificates.crt")))
+        .filter(|b| b.is_file())
+    else {
+        return;
+    };
+    std::env::set_var("SSL_CERT_FILE", &bundle);
+    let _ = BUNDLED_CA.set(bundle);
+}
+
+/// Whether SSL_CERT_FILE was set by [`use_bundled_ca`] (and so is not the user's, and is
+/// kept out of the command's environment).
+pub fn bundled_ca_in_use() -> bool {
+    BUNDLED_CA.get().is_some()
 }

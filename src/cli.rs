@@ -85,7 +85,7 @@ pub enum Command {
     Status(StatusArgs),
     /// Create the lock table (on-demand, TTL on `ttl`); fine if it already exists.
     CreateTable,
-    /// Copy this binary into DIR (for an init container sharing an emptyDir).
+    /// Copy this binary and the CA bundle into DIR (for an init container sharing an emptyDir).
     Install(InstallArgs),
     /// Print the version.
     Version,

@@ -138,11 +138,12 @@ impl Timing {
     }
 
     /// Delay before the next renewal attempt after `failures` failed ones: doubling from
-    /// 100 ms, at most half a heartbeat, with ±25% jitter so holders do not retry in step.
+    /// 100 ms, at most a quarter heartbeat (so several attempts fit before SIGTERM is
+    /// due), with ±25% jitter so holders do not retry in step.
     fn retry_delay(&self, failures: u32) -> Duration {
         let base = Duration::from_millis(100)
-            .saturating_mul(1 << failures.min(10))
-            .min(self.heartbeat / 2);
+            .saturating_mul(1 << failures.saturating_sub(1).min(10))
+            .min(self.heartbeat / 4);
         jitter(base, 0.25)
     }
 }

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use lock_exec::cli::{one_line, Cli};
-use lock_exec::{commands, exit, logging};
+use lock_exec::{aws, commands, exit, logging};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         }
     };
     logging::init(cli.global.log_format);
+    aws::use_bundled_ca();
     // One thread is plenty for a lock and a child, and keeps memory low.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -1,4 +1,5 @@
-//! `lock-exec install DIR`: copy this binary into DIR, for images without `cp`.
+//! `lock-exec install DIR`: copy this binary (and the CA bundle) into DIR, for images
+//! without `cp`, and for job images without CA certificates.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -6,6 +7,9 @@ use std::path::Path;
 
 use crate::error::Error;
 use crate::exit;
+
+/// The CA bundle of the lock-exec image (and of Debian-like systems).
+const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Copies the running binary to `dir/lock-exec` atomically (write, then rename).
 pub fn install(dir: &Path) -> Result<u8, Error> {
@@ -24,5 +28,12 @@ pub fn install(dir: &Path) -> Result<u8, Error> {
         .map_err(|e| io("cannot make it executable", e))?;
     fs::rename(&tmp, &dest).map_err(|e| io(&format!("cannot create {}", dest.display()), e))?;
     tracing::info!(path = %dest.display(), "installed lock-exec");
+    // The job image may have no CA bundle; lock-exec uses this one when it finds none.
+    let bundle = Path::new(CA_BUNDLE);
+    if bundle.is_file() {
+        let ca = dir.join("ca-certificates.crt");
+        fs::copy(bundle, &ca).map_err(|e| io(&format!("cannot write {}", ca.display()), e))?;
+        tracing::info!(path = %ca.display(), "installed CA bundle");
+    }
     Ok(exit::SUCCESS)
 }

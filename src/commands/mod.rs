@@ -91,7 +91,9 @@ fn run_config(g: &Global, args: &RunArgs) -> Result<RunConfig, Error> {
         cluster: args.cluster.clone().filter(|c| !c.is_empty()),
         command: ChildCommand {
             argv,
-            env: std::env::vars_os().collect(),
+            env: std::env::vars_os()
+                .filter(|(k, _)| !(k == "SSL_CERT_FILE" && aws::bundled_ca_in_use()))
+                .collect(),
         },
         timing,
         wait: args.wait,

@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
@@ -71,8 +72,16 @@ impl DynamoStore {
     }
 
     /// A conditional write on our own lock setting `expire`; shared by renew and release.
-    async fn set_expire(&self, holding: &Holding, expire_ns: i64) -> Result<(), StoreError> {
-        let res = self
+    /// With `retry` false the SDK makes one attempt: the lease task retries renewals
+    /// itself, with a fresh `expire` and a short backoff instead of the SDK's
+    /// throttling backoff of up to seconds.
+    async fn set_expire(
+        &self,
+        holding: &Holding,
+        expire_ns: i64,
+        retry: bool,
+    ) -> Result<(), StoreError> {
+        let req = self
             .update(&holding.key)
             .update_expression("SET #expire = :expire")
             .condition_expression(OURS)
@@ -83,9 +92,18 @@ impl DynamoStore {
             .expression_attribute_values(":expire", n(expire_ns))
             .expression_attribute_values(":run", s(&holding.run))
             .expression_attribute_values(":fence", n(holding.fence))
-            .expression_attribute_values(":owner", s(&holding.owner))
-            .send()
-            .await;
+            .expression_attribute_values(":owner", s(&holding.owner));
+        let res = if retry {
+            req.send().await
+        } else {
+            req.customize()
+                .config_override(
+                    aws_sdk_dynamodb::config::Builder::default()
+                        .retry_config(RetryConfig::disabled()),
+                )
+                .send()
+                .await
+        };
         match res {
             Ok(_) => Ok(()),
             Err(e) if is_condition_failure(&e) => Err(StoreError::Lost),
@@ -165,11 +183,11 @@ impl LockStore for DynamoStore {
     }
 
     async fn renew(&self, holding: &Holding, expire_ns: i64) -> Result<(), StoreError> {
-        self.set_expire(holding, expire_ns).await
+        self.set_expire(holding, expire_ns, false).await
     }
 
     async fn release(&self, holding: &Holding, expire_ns: i64) -> Result<(), StoreError> {
-        self.set_expire(holding, expire_ns).await
+        self.set_expire(holding, expire_ns, true).await
     }
 
     async fn get(&self, key: &str) -> Result<Option<LockRecord>, StoreError> {

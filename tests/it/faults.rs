@@ -125,25 +125,46 @@ async fn throttling_backs_off_and_never_runs_unlocked() {
             "k",
             "--wait",
             "30s",
-            "--lease",
-            "3s",
             "--",
-            "sh",
-            "-c",
-            &format!("touch {}; sleep 4", marker.display()),
+            "touch",
+            marker.to_str().unwrap(),
         ])
         .spawn();
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(!marker.exists(), "ran while every request was throttled");
     proxy.set(Fault::Pass);
-    wait_for("the command", Duration::from_secs(20), || marker.exists()).await;
-    // Renewals throttled for 1 s (less than the 1.55 s safety window): the lease survives.
+    let out = waiting.wait().await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(marker.exists());
+
+    // Throttled renewals are retried with backoff; 1 s of throttling around the first
+    // renewal (due 2 s after the acquire, SIGTERM due at 3.15 s) does not lose the lease.
+    let ready = env.dir.file("ready");
+    let holder = LockExec::new(&proxy.endpoint(), &env.table)
+        .args([
+            "run",
+            "k",
+            "--lease",
+            "6s",
+            "--",
+            "sh",
+            "-c",
+            &format!("touch {}; sleep 5", ready.display()),
+        ])
+        .spawn();
+    wait_for("the command", Duration::from_secs(20), || ready.exists()).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     proxy.set(Fault::Throttle);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     proxy.set(Fault::Pass);
-    let out = waiting.wait().await;
+    let out = holder.wait().await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    assert_eq!(env.item("k").await.unwrap().fence, Some(1));
+    assert!(
+        out.stderr.contains("lease renewal recovered"),
+        "the throttling missed the renewal: {}",
+        out.stderr
+    );
+    assert_eq!(env.item("k").await.unwrap().fence, Some(2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

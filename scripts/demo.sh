@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# The job commands below are run by sh -c and expand $LOCK_EXEC_FENCE there, on purpose.
+# shellcheck disable=SC2016
 # The main job end to end with no AWS account: a local dynalite, the table created by
 # lock-exec itself, and two "clusters" firing the same cron job at once.
 set -euo pipefail

@@ -35,7 +35,7 @@ bench: tools
 	@bash scripts/bench.sh
 
 soak: tools
-	LOCK_EXEC_SOAK=1 cargo nextest run --profile soak --run-ignored only soak
+	cargo nextest run --profile soak --run-ignored only --no-capture soak
 
 clean:
 	cargo clean

@@ -62,8 +62,10 @@ pub async fn run<S: LockStore>(
     sup: &mut Supervisor,
 ) -> Result<RunOutcome, Error> {
     let run_id = random_id();
-    let Some((holding, claim, sent)) = acquire(&*store, &cfg, &run_id, &clock, sup).await? else {
-        return Ok(RunOutcome::Locked);
+    let (holding, claim, sent) = match acquire(&*store, &cfg, &run_id, &clock, sup).await? {
+        Acquired::Got(holding, claim, sent) => (holding, claim, sent),
+        Acquired::Held => return Ok(RunOutcome::Locked),
+        Acquired::Interrupted(sig) => return Ok(RunOutcome::Interrupted(sig)),
     };
     let t = cfg.timing;
     tracing::info!(key = %cfg.key, owner = %cfg.owner, fence = holding.fence,
@@ -174,15 +176,24 @@ pub async fn run<S: LockStore>(
     })
 }
 
-/// Tries to take the key, waiting up to `cfg.wait` while it is held. `None` when the key
-/// stayed held (or a shutdown signal arrived while waiting).
+/// The result of trying to take the key.
+enum Acquired {
+    /// Ours: the lock, the claim written, and when the winning request was first sent.
+    Got(Holding, Claim, Instant),
+    /// Still held when `--wait` ran out.
+    Held,
+    /// A shutdown signal arrived while waiting.
+    Interrupted(Signal),
+}
+
+/// Tries to take the key, waiting up to `cfg.wait` while it is held.
 async fn acquire<S: LockStore>(
     store: &S,
     cfg: &RunConfig,
     run_id: &str,
     clock: &Clock,
     sup: &mut Supervisor,
-) -> Result<Option<(Holding, Claim, Instant)>, Error> {
+) -> Result<Acquired, Error> {
     let t = cfg.timing;
     let give_up = Instant::now() + cfg.wait;
     let poll = (t.lease / 4).clamp(Duration::from_millis(100), Duration::from_secs(2));
@@ -200,7 +211,7 @@ async fn acquire<S: LockStore>(
             deadline_ns: now_ns + nanos(t.expire),
         };
         let holder = match store.acquire(&claim).await {
-            Ok(Acquire::Acquired(h)) => return Ok(Some((h, claim, sent))),
+            Ok(Acquire::Acquired(h)) => return Ok(Acquired::Got(h, claim, sent)),
             Ok(Acquire::Held(holder)) => holder,
             Err(e) if e.is_transient() && Instant::now() + poll < give_up => {
                 tracing::warn!(key = %cfg.key, error = %e, "acquire failed; retrying while --wait allows");
@@ -213,7 +224,7 @@ async fn acquire<S: LockStore>(
             .unwrap_or_else(|| "holder unknown".into());
         if Instant::now() >= give_up {
             tracing::info!(key = %cfg.key, holder = %holder_desc, "key is locked; not running the command");
-            return Ok(None);
+            return Ok(Acquired::Held);
         }
         if !announced {
             tracing::info!(key = %cfg.key, holder = %holder_desc,
@@ -227,7 +238,7 @@ async fn acquire<S: LockStore>(
                 _ = sleep_until(until) => break,
                 sig = sup.next_signal() => if is_shutdown(sig) {
                     tracing::info!(key = %cfg.key, signal = %sig, "shutdown requested while waiting for the lock");
-                    return Ok(None);
+                    return Ok(Acquired::Interrupted(sig));
                 },
             }
         }
@@ -310,4 +321,135 @@ fn random_id() -> String {
         out.push_str(&format!("{:016x}", h.finish()));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    //! The run loop against the in-memory store, with real child processes (so real time:
+    //! paused time would race ahead while the runtime waits for a child). nextest runs each
+    //! test in its own process, which then owns its signals and children.
+
+    use super::*;
+    use crate::lease::TimingInput;
+    use crate::lock::memory::{MemoryStore, Mode};
+    use crate::lock::LockRecord;
+
+    fn config(argv: &[&str], lease_ms: u64) -> RunConfig {
+        RunConfig {
+            key: "k".into(),
+            owner: "me".into(),
+            cluster: Some("east".into()),
+            command: ChildCommand {
+                argv: argv.iter().map(OsString::from).collect(),
+                env: std::env::vars_os().collect(),
+            },
+            timing: Timing::new(TimingInput {
+                lease: Some(Duration::from_millis(lease_ms)),
+                ..Default::default()
+            })
+            .unwrap(),
+            wait: Duration::ZERO,
+        }
+    }
+
+    async fn go(store: &MemoryStore, cfg: RunConfig) -> RunOutcome {
+        let mut sup = Supervisor::new().unwrap();
+        run(Arc::new(store.clone()), cfg, Clock::system(), &mut sup)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn short_run_takes_two_requests_and_passes_the_status_through() {
+        let store = MemoryStore::new();
+        let outcome = go(&store, config(&["sh", "-c", "exit 3"], 30_000)).await;
+        assert_eq!(outcome, RunOutcome::Exited(ChildStatus::Exited(3)));
+        assert_eq!(store.requests(), 2, "acquire + release, nothing else");
+        let item = store.item("k").unwrap();
+        assert_eq!(item.fence, Some(1));
+        assert_eq!(item.cluster.as_deref(), Some("east"));
+        assert!(!item.is_held(Clock::system().now_ns()));
+    }
+
+    #[tokio::test]
+    async fn held_key_is_skipped_without_running_the_command() {
+        let store = MemoryStore::new();
+        let now = Clock::system().now_ns();
+        store.put(LockRecord {
+            key: "k".into(),
+            owner: Some("other".into()),
+            run: Some("their-run".into()),
+            fence: Some(7),
+            expire_ns: Some(now + 60_000_000_000),
+            ..Default::default()
+        });
+        let marker = std::env::temp_dir().join(format!("lock-exec-unit-{}", std::process::id()));
+        let outcome = go(&store, config(&["touch", marker.to_str().unwrap()], 30_000)).await;
+        assert_eq!(outcome, RunOutcome::Locked);
+        assert!(!marker.exists());
+        assert_eq!(store.requests(), 1);
+        assert_eq!(
+            store.item("k").unwrap().fence,
+            Some(7),
+            "the holder's item is untouched"
+        );
+    }
+
+    #[tokio::test]
+    async fn outage_stops_the_command_before_its_lease_ends() {
+        let store = MemoryStore::new();
+        let s = store.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            s.set_mode(Mode::Hang);
+        });
+        let started = Instant::now();
+        let outcome = go(&store, config(&["sleep", "30"], 2_000)).await;
+        assert_eq!(outcome, RunOutcome::LeaseLost);
+        let item = store.item("k").unwrap();
+        let lease_end = item.expire_ns.unwrap();
+        assert!(
+            Clock::system().now_ns() < lease_end,
+            "the command outlived the lease"
+        );
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    #[tokio::test]
+    async fn force_unlock_mid_run_is_a_lost_lease() {
+        let store = MemoryStore::new();
+        let s = store.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            s.force_release("k", Clock::system().now_ns())
+                .await
+                .unwrap();
+        });
+        let outcome = go(&store, config(&["sleep", "30"], 1_500)).await;
+        assert_eq!(outcome, RunOutcome::LeaseLost);
+    }
+
+    #[tokio::test]
+    async fn min_hold_keeps_the_key_after_the_command() {
+        let store = MemoryStore::new();
+        let mut cfg = config(&["true"], 30_000);
+        cfg.timing.min_hold = Duration::from_secs(60);
+        assert_eq!(
+            go(&store, cfg).await,
+            RunOutcome::Exited(ChildStatus::Exited(0))
+        );
+        let item = store.item("k").unwrap();
+        assert_eq!(
+            item.expire_ns,
+            Some(item.acquired_ns.unwrap() + 60_000_000_000)
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_program_exits_127_through_the_reaper() {
+        let store = MemoryStore::new();
+        let outcome = go(&store, config(&["/nonexistent/lock-exec-test"], 30_000)).await;
+        assert_eq!(outcome, RunOutcome::Exited(ChildStatus::Exited(127)));
+        assert!(!store.item("k").unwrap().is_held(Clock::system().now_ns()));
+    }
 }

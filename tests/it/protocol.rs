@@ -465,3 +465,30 @@ async fn create_table_is_idempotent_and_checks_the_schema(b: Backend) {
         out.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standard_aws_endpoint_variables_work() {
+    let env = Env::new(Backend::Dynalite).await;
+    for var in ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB"] {
+        let out = env
+            .cmd(["run", "k", "--", "echo", var])
+            .env_remove("LOCK_EXEC_ENDPOINT_URL")
+            .env(var, env.endpoint())
+            .output()
+            .await;
+        assert_eq!(out.code, Some(0), "{var}: {}", out.stderr);
+        assert_eq!(out.stdout, format!("{var}\n"));
+    }
+    assert_eq!(env.item("k").await.unwrap().fence, Some(2));
+    let help = env.cmd(["--help"]).output().await;
+    assert_eq!(help.code, Some(0));
+    assert!(help.stdout.contains("create-table"));
+    let v = env.cmd(["--version"]).output().await;
+    assert_eq!(
+        (v.code, v.stdout),
+        (
+            Some(0),
+            format!("lock-exec {}\n", env!("CARGO_PKG_VERSION"))
+        )
+    );
+}

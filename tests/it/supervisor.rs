@@ -284,3 +284,68 @@ async fn lost_network_stops_a_child_that_handles_sigterm() {
 async fn lost_network_kills_a_child_that_ignores_sigterm() {
     lease_loss("trap '' TERM\nexec sleep 60").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_waiting_for_the_key_exits_143_without_running() {
+    let env = Env::new(Backend::Dynalite).await;
+    let marker = env.dir.file("holder");
+    let holder = env
+        .cmd([
+            "run",
+            "k",
+            "--",
+            "sh",
+            "-c",
+            &format!("touch {}; sleep 30", marker.display()),
+        ])
+        .spawn();
+    wait_for("holder", Duration::from_secs(20), || marker.exists()).await;
+    let never = env.dir.file("never");
+    let waiter = env
+        .cmd([
+            "run",
+            "k",
+            "--wait",
+            "60s",
+            "--",
+            "touch",
+            never.to_str().unwrap(),
+        ])
+        .spawn();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    waiter.signal(Signal::SIGTERM);
+    let out = waiter.wait().await;
+    assert_eq!(out.code, Some(143), "{}", out.stderr);
+    assert!(!never.exists());
+    holder.signal(Signal::SIGTERM);
+    assert_eq!(holder.wait().await.code, Some(143));
+}
+
+/// Under a terminal (`kubectl run -it`), the command gets the foreground process group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_gets_the_terminal_foreground_group() {
+    let env = Env::new(Backend::Dynalite).await;
+    // Fields 5 and 8 of /proc/PID/stat: the process group and the terminal's foreground group.
+    let s = script(
+        env.dir.path(),
+        "groups.sh",
+        r#"cut -d')' -f2 /proc/$$/stat | awk '{print "pgrp=" $3 " tpgid=" $6}'"#,
+    );
+    // util-linux `script` runs lock-exec on a new pseudo-terminal.
+    let out = LockExec::program("script", &env.endpoint(), &env.table)
+        .args(["-qec", &format!("{} run k -- {s}", bin()), "/dev/null"])
+        .output()
+        .await;
+    assert_eq!(out.code, Some(0), "{} {}", out.stdout, out.stderr);
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("pgrp="))
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    let (pgrp, tpgid) = line.trim().split_once(' ').unwrap();
+    assert_eq!(
+        pgrp.trim_start_matches("pgrp="),
+        tpgid.trim_start_matches("tpgid="),
+        "{line}"
+    );
+}

@@ -63,7 +63,7 @@ pub async fn run<S: LockStore>(
 ) -> Result<RunOutcome, Error> {
     let run_id = random_id();
     let (holding, claim, sent) = match acquire(&*store, &cfg, &run_id, &clock, sup).await? {
-        Acquired::Got(holding, claim, sent) => (holding, claim, sent),
+        Acquired::Got(got) => *got,
         Acquired::Held => return Ok(RunOutcome::Locked),
         Acquired::Interrupted(sig) => return Ok(RunOutcome::Interrupted(sig)),
     };
@@ -179,7 +179,7 @@ pub async fn run<S: LockStore>(
 /// The result of trying to take the key.
 enum Acquired {
     /// Ours: the lock, the claim written, and when the winning request was first sent.
-    Got(Holding, Claim, Instant),
+    Got(Box<(Holding, Claim, Instant)>),
     /// Still held when `--wait` ran out.
     Held,
     /// A shutdown signal arrived while waiting.
@@ -211,7 +211,7 @@ async fn acquire<S: LockStore>(
             deadline_ns: now_ns + nanos(t.expire),
         };
         let holder = match store.acquire(&claim).await {
-            Ok(Acquire::Acquired(h)) => return Ok(Acquired::Got(h, claim, sent)),
+            Ok(Acquire::Acquired(h)) => return Ok(Acquired::Got(Box::new((h, claim, sent)))),
             Ok(Acquire::Held(holder)) => holder,
             Err(e) if e.is_transient() && Instant::now() + poll < give_up => {
                 tracing::warn!(key = %cfg.key, error = %e, "acquire failed; retrying while --wait allows");

@@ -220,6 +220,7 @@ async fn acquire<S: LockStore>(
             Err(e) => return Err(e.into()),
         };
         let holder_desc = holder
+            .as_ref()
             .map(|h| h.describe(clock.now_ns()))
             .unwrap_or_else(|| "holder unknown".into());
         if Instant::now() >= give_up {
@@ -231,7 +232,17 @@ async fn acquire<S: LockStore>(
                 wait = %humantime::format_duration(cfg.wait), "key is locked; waiting for it");
             announced = true;
         }
-        let nap = jitter(poll, 0.5).min(give_up.saturating_duration_since(Instant::now()));
+        // Poll with jitter, but no later than just after the holder's lease ends: a
+        // crashed holder's key is taken within ~100 ms of its lease end, not a poll later.
+        let lease_end = holder
+            .and_then(|h| h.expire_ns)
+            .map(|e| clock.instant_at(e))
+            .filter(|end| *end > Instant::now());
+        let mut nap = jitter(poll, 0.5);
+        if let Some(end) = lease_end {
+            nap = nap.min(end - Instant::now() + jitter(Duration::from_millis(60), 0.5));
+        }
+        let nap = nap.min(give_up.saturating_duration_since(Instant::now()));
         let until = Instant::now() + nap;
         loop {
             tokio::select! {

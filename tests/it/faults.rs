@@ -221,7 +221,10 @@ async fn server_restart_keeps_or_cleanly_loses_the_lease() {
         read_num(&b_start).unwrap() > holder_end,
         "contender ran while the holder ran"
     );
-    eprintln!("holder exit {:?}", held.code);
+    eprintln!(
+        "FIGURE server restart (1.5 s down, lease 6s): holder exit {:?}",
+        held.code
+    );
 }
 
 /// A contender whose clock runs 0.8 s ahead (libfaketime) judges the holder's lease
@@ -295,7 +298,7 @@ async fn contender_clock_ahead_within_allowance_never_overlaps() {
         (died - started) / 1_000_000
     );
     eprintln!(
-        "gap between the holder's child death and the contender's start: {} ms",
+        "FIGURE clock skew +0.8s: contender started {} ms after the holder's child died",
         (started - died) / 1_000_000
     );
 }

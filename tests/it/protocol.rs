@@ -172,6 +172,10 @@ async fn crashed_holder_is_taken_over_within_a_lease(b: Backend) {
         .await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let takeover = killed.elapsed();
+    eprintln!(
+        "FIGURE takeover after SIGKILL, lease 2s, {b:?}: {} ms",
+        takeover.as_millis()
+    );
     assert!(
         takeover <= Duration::from_millis(2000 + 2500),
         "takeover took {takeover:?}"

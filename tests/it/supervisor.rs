@@ -247,7 +247,7 @@ async fn lease_loss(child_body: &str) {
         (died_ns - lease_end) / 1_000_000
     );
     eprintln!(
-        "child died {} ms before the lease end",
+        "FIGURE lease loss (lease 3s): child died {} ms before the lease end",
         (lease_end - died_ns) / 1_000_000
     );
     assert!(

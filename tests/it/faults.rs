@@ -139,25 +139,14 @@ async fn throttling_backs_off_and_never_runs_unlocked() {
 
     // Throttled renewals are retried with backoff; 1 s of throttling around the first
     // renewal (due 2 s after the acquire, SIGTERM due at 3.15 s) does not lose the lease.
-    let ready = env.dir.file("ready");
-    let holder = LockExec::new(&proxy.endpoint(), &env.table)
-        .args([
-            "run",
-            "k",
-            "--lease",
-            "6s",
-            "--",
-            "sh",
-            "-c",
-            &format!("touch {}; sleep 5", ready.display()),
-        ])
-        .spawn();
-    wait_for("the command", Duration::from_secs(20), || ready.exists()).await;
+    let holder = env
+        .holder_via(&proxy.endpoint(), &["run", "k", "--lease", "6s"], "sleep 5")
+        .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     proxy.set(Fault::Throttle);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     proxy.set(Fault::Pass);
-    let out = holder.wait().await;
+    let out = holder.running.wait().await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(
         out.stderr.contains("lease renewal recovered"),
@@ -233,37 +222,17 @@ async fn server_restart_keeps_or_cleanly_loses_the_lease() {
 async fn contender_clock_ahead_within_allowance_never_overlaps() {
     let env = Env::new(Backend::Dynalite).await;
     let proxy = Proxy::start(env.server.port).await;
-    let pidfile = env.dir.file("pid");
-    let holder = LockExec::new(&proxy.endpoint(), &env.table)
-        .args([
-            "run",
-            "k",
-            "--lease",
-            "4s",
-            "--max-clock-skew",
-            "1s",
-            "--",
-            "sh",
-            "-c",
-            &format!(
-                "echo $$ > {}; trap '' TERM; exec sleep 60",
-                pidfile.display()
-            ),
-        ])
-        .spawn();
-    wait_for("holder's child", Duration::from_secs(20), || {
-        read_num(&pidfile).is_some()
-    })
-    .await;
-    let child = read_num(&pidfile).unwrap() as i32;
-    let watcher = tokio::spawn(async move {
-        while alive(child) {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        now_ns()
-    });
+    let holder = env
+        .holder_via(
+            &proxy.endpoint(),
+            &["run", "k", "--lease", "4s", "--max-clock-skew", "1s"],
+            "trap '' TERM; exec sleep 60",
+        )
+        .await;
+    let death = death_of(holder.child);
     proxy.set(Fault::Blackhole);
-    // The contender polls every 100 ms from a clock 0.8 s fast; its child reads the real clock.
+    // The contender wakes just after the lease end as its clock (0.8 s fast) reads it;
+    // its child reads the real clock.
     let b_start = env.dir.file("b-start");
     let contender = LockExec::program("faketime", &env.endpoint(), &env.table)
         .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
@@ -288,9 +257,9 @@ async fn contender_clock_ahead_within_allowance_never_overlaps() {
         .output()
         .await;
     assert_eq!(contender.code, Some(0), "{}", contender.stderr);
-    let held = holder.wait().await;
+    let held = holder.running.wait().await;
     assert_eq!(held.code, Some(125), "{}", held.stderr);
-    let died = watcher.await.unwrap();
+    let died = death.await.unwrap();
     let started = read_num(&b_start).unwrap();
     assert!(
         started > died,

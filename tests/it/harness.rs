@@ -269,6 +269,49 @@ impl Env {
     }
 }
 
+/// A `lock-exec run` whose command has started.
+pub struct Holder {
+    /// The lock-exec process.
+    pub running: Running,
+    /// The command's pid (the `sh` that runs the body, or what it `exec`s).
+    pub child: i32,
+}
+
+impl Env {
+    /// Starts `lock-exec ARGS -- sh -c BODY` and waits until the command runs.
+    pub async fn holder(&self, args: &[&str], body: &str) -> Holder {
+        self.holder_via(&self.endpoint(), args, body).await
+    }
+
+    /// The same through another endpoint (a proxy).
+    pub async fn holder_via(&self, endpoint: &str, args: &[&str], body: &str) -> Holder {
+        let pidfile = self.dir.file(&unique("pid"));
+        let script = format!("echo $$ > {}; {body}", pidfile.display());
+        let running = LockExec::new(endpoint, &self.table)
+            .args(args)
+            .args(["--", "sh", "-c", &script])
+            .spawn();
+        wait_for("the holder's command", Duration::from_secs(20), || {
+            read_num(&pidfile).is_some()
+        })
+        .await;
+        Holder {
+            running,
+            child: read_num(&pidfile).unwrap() as i32,
+        }
+    }
+}
+
+/// Resolves to the time (Unix ns) at which `pid` died, polling every 2 ms.
+pub fn death_of(pid: i32) -> tokio::task::JoinHandle<i64> {
+    tokio::spawn(async move {
+        while alive(pid) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        now_ns()
+    })
+}
+
 /// An SDK client for `endpoint` with dummy credentials.
 pub fn client(endpoint: &str) -> aws_sdk_dynamodb::Client {
     let conf = aws_sdk_dynamodb::Config::builder()

@@ -89,23 +89,7 @@ async fn fence_increases_and_reaches_the_child(b: Backend) {
 
 async fn contender_refused_while_lease_is_renewed(b: Backend) {
     let env = Env::new(b).await;
-    let marker = env.dir.file("holder-ran");
-    let holder = env
-        .cmd([
-            "run",
-            "k",
-            "--lease",
-            "2s",
-            "--",
-            "sh",
-            "-c",
-            &format!("touch {}; sleep 5", marker.display()),
-        ])
-        .spawn();
-    wait_for("holder to start", Duration::from_secs(20), || {
-        marker.exists()
-    })
-    .await;
+    let holder = env.holder(&["run", "k", "--lease", "2s"], "sleep 5").await;
     // Past the first lease: only renewals keep the key.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let contender_marker = env.dir.file("contender-ran");
@@ -124,38 +108,23 @@ async fn contender_refused_while_lease_is_renewed(b: Backend) {
     assert_eq!(out.code, Some(42), "{}", out.stderr);
     assert!(!contender_marker.exists(), "the contender's command ran");
     assert!(out.stderr.contains("key is locked"), "{}", out.stderr);
-    let held = holder.wait().await;
+    let held = holder.running.wait().await;
     assert_eq!(held.code, Some(0), "{}", held.stderr);
 }
 
 async fn crashed_holder_is_taken_over_within_a_lease(b: Backend) {
     let env = Env::new(b).await;
-    let pidfile = env.dir.file("pid");
     let holder = env
-        .cmd([
-            "run",
-            "k",
-            "--lease",
-            "2s",
-            "--",
-            "sh",
-            "-c",
-            &format!("echo $$ > {}; exec sleep 60", pidfile.display()),
-        ])
-        .spawn();
-    wait_for("holder's child", Duration::from_secs(20), || {
-        read_num(&pidfile).is_some()
-    })
-    .await;
-    let child = read_num(&pidfile).unwrap() as i32;
+        .holder(&["run", "k", "--lease", "2s"], "exec sleep 60")
+        .await;
     // Node loss: lock-exec and its child die at once, without releasing.
-    holder.signal(nix::sys::signal::Signal::SIGKILL);
+    holder.running.signal(nix::sys::signal::Signal::SIGKILL);
     let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child),
+        nix::unistd::Pid::from_raw(holder.child),
         nix::sys::signal::Signal::SIGKILL,
     );
     let killed = std::time::Instant::now();
-    let _ = holder.wait().await;
+    let _ = holder.running.wait().await;
     let started = env.dir.file("started");
     let out = env
         .cmd([
@@ -280,27 +249,21 @@ async fn unlock_refuses_a_live_lease_and_force_stops_the_holder(b: Backend) {
     let env = Env::new(b).await;
     // Never-locked and lapsed keys unlock fine.
     assert_eq!(env.cmd(["unlock", "nothing"]).output().await.code, Some(0));
-    let marker = env.dir.file("running");
     let holder = env
-        .cmd([
-            "run",
-            "k",
-            "--lease",
-            "3s",
-            "--owner",
-            "pod-a",
-            "--cluster",
-            "east",
-            "--",
-            "sh",
-            "-c",
-            &format!("touch {}; sleep 60", marker.display()),
-        ])
-        .spawn();
-    wait_for("holder to start", Duration::from_secs(20), || {
-        marker.exists()
-    })
-    .await;
+        .holder(
+            &[
+                "run",
+                "k",
+                "--lease",
+                "3s",
+                "--owner",
+                "pod-a",
+                "--cluster",
+                "east",
+            ],
+            "sleep 60",
+        )
+        .await;
     let out = env.cmd(["unlock", "k"]).output().await;
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     assert!(
@@ -314,7 +277,7 @@ async fn unlock_refuses_a_live_lease_and_force_stops_the_holder(b: Backend) {
 
     let out = env.cmd(["unlock", "k", "--force"]).output().await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    let held = holder.wait().await;
+    let held = holder.running.wait().await;
     assert_eq!(held.code, Some(125), "{}", held.stderr);
     assert!(held.stderr.contains("lease lost"), "{}", held.stderr);
     assert!(held.elapsed < Duration::from_secs(20));
@@ -332,27 +295,21 @@ async fn status_reports_json(b: Backend) {
     assert_eq!(free["state"], "free");
     assert_eq!(free["fence"], serde_json::Value::Null);
 
-    let marker = env.dir.file("running");
     let holder = env
-        .cmd([
-            "run",
-            "k",
-            "--owner",
-            "pod-b",
-            "--cluster",
-            "west",
-            "--expire",
-            "1h",
-            "--",
-            "sh",
-            "-c",
-            &format!("touch {}; sleep 60", marker.display()),
-        ])
-        .spawn();
-    wait_for("holder to start", Duration::from_secs(20), || {
-        marker.exists()
-    })
-    .await;
+        .holder(
+            &[
+                "run",
+                "k",
+                "--owner",
+                "pod-b",
+                "--cluster",
+                "west",
+                "--expire",
+                "1h",
+            ],
+            "sleep 60",
+        )
+        .await;
     let out = env.cmd(["status", "k", "--output", "json"]).output().await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let s: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
@@ -369,8 +326,8 @@ async fn status_reports_json(b: Backend) {
     }
     let text = env.cmd(["status", "k"]).output().await.stdout;
     assert!(text.contains("held by owner pod-b"), "{text}");
-    holder.signal(nix::sys::signal::Signal::SIGTERM);
-    assert_eq!(holder.wait().await.code, Some(143));
+    holder.running.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(holder.running.wait().await.code, Some(143));
     let s: serde_json::Value =
         serde_json::from_str(&env.cmd(["status", "k", "-o", "json"]).output().await.stdout)
             .unwrap();

@@ -213,33 +213,21 @@ async fn hard_cap_stops_the_command_with_124() {
 async fn lease_loss(child_body: &str) {
     let env = Env::new(Backend::Dynalite).await;
     let proxy = Proxy::start(env.server.port).await;
-    let pidfile = env.dir.file("pid");
-    let s = script(
-        env.dir.path(),
-        "child.sh",
-        &format!("echo $$ > {}\n{child_body}", pidfile.display()),
-    );
-    let holder = LockExec::new(&proxy.endpoint(), &env.table)
-        .args(["run", "k", "--lease", "3s", "--", &s])
-        .spawn();
-    wait_for("the child", Duration::from_secs(20), || {
-        read_num(&pidfile).is_some()
-    })
-    .await;
-    let child = read_num(&pidfile).unwrap() as i32;
-    // Watch the child die (a zombie counts as dead), every 5 ms.
-    let watcher = tokio::spawn(async move {
-        while alive(child) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        now_ns()
-    });
+    let holder = env
+        .holder_via(
+            &proxy.endpoint(),
+            &["run", "k", "--lease", "3s"],
+            child_body,
+        )
+        .await;
+    let child = holder.child;
+    let death = death_of(child);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     proxy.set(Fault::Blackhole);
-    let out = holder.wait().await;
+    let out = holder.running.wait().await;
     assert_eq!(out.code, Some(125), "{}", out.stderr);
     assert!(!alive(child), "child still alive after lock-exec exited");
-    let died_ns = watcher.await.unwrap();
+    let died_ns = death.await.unwrap();
     let lease_end = env.item("k").await.unwrap().expire_ns.unwrap();
     assert!(
         died_ns < lease_end,
@@ -277,29 +265,18 @@ async fn lease_loss(child_body: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_network_stops_a_child_that_handles_sigterm() {
-    lease_loss("trap 'exit 0' TERM\nwhile :; do sleep 0.05; done").await;
+    lease_loss("trap 'exit 0' TERM; while :; do sleep 0.05; done").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_network_kills_a_child_that_ignores_sigterm() {
-    lease_loss("trap '' TERM\nexec sleep 60").await;
+    lease_loss("trap '' TERM; exec sleep 60").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_while_waiting_for_the_key_exits_143_without_running() {
     let env = Env::new(Backend::Dynalite).await;
-    let marker = env.dir.file("holder");
-    let holder = env
-        .cmd([
-            "run",
-            "k",
-            "--",
-            "sh",
-            "-c",
-            &format!("touch {}; sleep 30", marker.display()),
-        ])
-        .spawn();
-    wait_for("holder", Duration::from_secs(20), || marker.exists()).await;
+    let holder = env.holder(&["run", "k"], "sleep 30").await;
     let never = env.dir.file("never");
     let waiter = env
         .cmd([
@@ -317,8 +294,8 @@ async fn sigterm_while_waiting_for_the_key_exits_143_without_running() {
     let out = waiter.wait().await;
     assert_eq!(out.code, Some(143), "{}", out.stderr);
     assert!(!never.exists());
-    holder.signal(Signal::SIGTERM);
-    assert_eq!(holder.wait().await.code, Some(143));
+    holder.running.signal(Signal::SIGTERM);
+    assert_eq!(holder.running.wait().await.code, Some(143));
 }
 
 /// Under a terminal (`kubectl run -it`), the command gets the foreground process group.

@@ -23,9 +23,11 @@ use tokio::time::Instant;
 
 use crate::exit::ChildStatus;
 
-/// Signals forwarded to the child's process group: every catchable one except SIGCHLD
-/// and the synchronous faults (SEGV, BUS, FPE, ILL, TRAP, SYS, ABRT) that only make sense
-/// for the process that caused them.
+/// Signals forwarded to the child's process group: every catchable one except SIGCHLD,
+/// the synchronous faults (SEGV, BUS, FPE, ILL, TRAP, SYS, ABRT) that only make sense for
+/// the process that caused them, SIGPIPE (raised by our own writes to a closed log pipe,
+/// not sent to us; Rust ignores it) and SIGTTIN/SIGTTOU (ignored, as tini does, so that
+/// lock-exec can log and hand the terminal over from a background process group).
 pub const FORWARDED: &[Signal] = &[
     Signal::SIGHUP,
     Signal::SIGINT,
@@ -36,10 +38,7 @@ pub const FORWARDED: &[Signal] = &[
     Signal::SIGWINCH,
     Signal::SIGCONT,
     Signal::SIGALRM,
-    Signal::SIGPIPE,
     Signal::SIGTSTP,
-    Signal::SIGTTIN,
-    Signal::SIGTTOU,
     Signal::SIGURG,
     Signal::SIGIO,
     Signal::SIGPWR,
@@ -99,6 +98,7 @@ impl Supervisor {
             signals.push((sig, signal(SignalKind::from_raw(sig as i32))?));
         }
         let sigchld = signal(SignalKind::child())?;
+        sys::ignore_terminal_stops()?;
         if let Err(e) = sys::become_subreaper() {
             tracing::warn!(error = %e, "cannot register as child subreaper; orphans of the command may not be reaped");
         }

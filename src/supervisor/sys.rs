@@ -167,11 +167,19 @@ unsafe fn exec_child(exec: &PreparedExec) -> ! {
         // SIGTTOU is blocked, so a background group may take the terminal.
         libc::tcsetpgrp(0, libc::getpid());
     }
-    let mut dfl: libc::sigaction = std::mem::zeroed();
-    dfl.sa_sigaction = libc::SIG_DFL;
-    for sig in 1..libc::SIGRTMAX() {
+    // The raw syscall, not libc's sigaction: glibc refuses to touch its internal
+    // real-time signals (32, 33), and an ignored one would leak into the command. A zeroed
+    // kernel sigaction (handler, flags, restorer, mask) is SIG_DFL with no flags.
+    let dfl = [0u64; 4];
+    for sig in 1..=64 {
         if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-            libc::sigaction(sig, &dfl, std::ptr::null_mut());
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                dfl.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            );
         }
     }
     let mut empty: libc::sigset_t = std::mem::zeroed();
@@ -205,6 +213,16 @@ pub fn reclaim_tty() {
         let _ = nix::unistd::tcsetpgrp(stdin.as_fd(), nix::unistd::getpgrp());
         let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
     }
+}
+
+/// Ignores SIGTTIN and SIGTTOU in lock-exec (the child resets them to default), so
+/// writing logs to a terminal we no longer own and taking it back never stops us.
+pub fn ignore_terminal_stops() -> io::Result<()> {
+    for sig in [Signal::SIGTTIN, Signal::SIGTTOU] {
+        // SAFETY: installing SIG_IGN runs no code of ours in signal context.
+        unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) }?;
+    }
+    Ok(())
 }
 
 /// Sends `sig` to process group `pgid`; a group that is already gone is not an error.

@@ -326,3 +326,42 @@ async fn command_gets_the_terminal_foreground_group() {
         "{line}"
     );
 }
+
+/// Nothing lock-exec blocks or ignores (Rust ignores SIGPIPE; lock-exec ignores SIGTTIN and
+/// SIGTTOU and blocks everything across fork) leaks into the command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_starts_with_a_clean_signal_mask_and_dispositions() {
+    let env = Env::new(Backend::Dynalite).await;
+    let out = env
+        .cmd(["run", "k", "--", "cat", "/proc/self/status"])
+        .output()
+        .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    for field in ["SigBlk:", "SigIgn:"] {
+        let line = out.stdout.lines().find(|l| l.starts_with(field)).unwrap();
+        assert_eq!(
+            line.split_whitespace().nth(1),
+            Some("0000000000000000"),
+            "{line}"
+        );
+    }
+    // While lock-exec itself does ignore SIGPIPE (bit 13) and SIGTTIN/SIGTTOU (21, 22).
+    let holder = env.holder(&["run", "k2"], "sleep 30").await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", holder.running.pid())).unwrap();
+    let ign = status
+        .lines()
+        .find(|l| l.starts_with("SigIgn:"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap();
+    let ign = u64::from_str_radix(ign, 16).unwrap();
+    for sig in [13, 21, 22] {
+        assert!(
+            ign & (1 << (sig - 1)) != 0,
+            "lock-exec does not ignore signal {sig}: {ign:x}"
+        );
+    }
+    holder.running.signal(Signal::SIGTERM);
+    assert_eq!(holder.running.wait().await.code, Some(143));
+}

@@ -128,8 +128,8 @@ pub struct RunArgs {
     #[arg(long, env = "LOCK_EXEC_HEARTBEAT", value_parser = duration, value_name = "DURATION")]
     pub heartbeat: Option<Duration>,
 
-    /// Time between SIGTERM and SIGKILL when lock-exec must stop the command
-    /// [default: the smaller of 10s and lease/3].
+    /// Time between SIGTERM and SIGKILL: after a forwarded shutdown signal, a lost lease
+    /// or the hard cap [default: the smaller of 10s and lease/3].
     #[arg(long, env = "LOCK_EXEC_GRACE", value_parser = duration, value_name = "DURATION")]
     pub grace: Option<Duration>,
 

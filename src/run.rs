@@ -109,9 +109,15 @@ pub async fn run<S: LockStore>(
                 Event::ChildExited(status) => break status,
                 Event::Signal(sig) => {
                     sup.signal_child(sig);
-                    if is_shutdown(sig) {
-                        tracing::info!(key = %cfg.key, signal = %sig,
-                            "forwarded shutdown signal; keeping the lease until the command exits");
+                    if is_shutdown(sig) && kill_at.is_none() {
+                        // Like the kubelet, but sooner than it: the command gets --grace to
+                        // exit, then SIGKILL, so the lock is released before the pod's
+                        // terminationGracePeriodSeconds ends and lock-exec is killed.
+                        kill_at = Some(Instant::now() + t.grace);
+                        tracing::info!(key = %cfg.key, signal = %sig, grace = %humantime::format_duration(t.grace),
+                            "forwarded shutdown signal; keeping the lease until the command exits, SIGKILL after the grace period");
+                    } else if is_shutdown(sig) {
+                        tracing::info!(key = %cfg.key, signal = %sig, "forwarded shutdown signal");
                     } else {
                         tracing::debug!(signal = %sig, "forwarded signal");
                     }
@@ -123,6 +129,8 @@ pub async fn run<S: LockStore>(
                     LeaseEvent::Expiring { kill_at, hard_cap: true } => (Stop::HardCap, kill_at),
                     LeaseEvent::Expiring { kill_at, hard_cap: false } => (Stop::Unrenewed, kill_at),
                 };
+                // A shutdown's SIGKILL may already be due sooner; keep the earlier one.
+                let at = kill_at.map_or(at, |k| k.min(at));
                 let reason = match why {
                     Stop::Lost => "the lease was lost",
                     Stop::Unrenewed => "the lease could not be renewed in time",

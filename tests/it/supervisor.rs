@@ -365,3 +365,27 @@ async fn command_starts_with_a_clean_signal_mask_and_dispositions() {
     holder.running.signal(Signal::SIGTERM);
     assert_eq!(holder.running.wait().await.code, Some(143));
 }
+
+/// A command that ignores the forwarded SIGTERM is SIGKILLed after --grace, and the lock
+/// is released: lock-exec finishes before the kubelet's own SIGKILL would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_escalates_to_sigkill_after_grace() {
+    let env = Env::new(Backend::Dynalite).await;
+    let holder = env
+        .holder(
+            &["run", "k", "--grace", "1s"],
+            "trap '' TERM; exec sleep 60",
+        )
+        .await;
+    let sent = std::time::Instant::now();
+    holder.running.signal(Signal::SIGTERM);
+    let out = holder.running.wait().await;
+    assert_eq!(out.code, Some(137), "{}", out.stderr);
+    let took = sent.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    assert!(!alive(holder.child));
+    assert!(!env.item("k").await.unwrap().is_held(now_ns()));
+}

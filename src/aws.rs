@@ -5,7 +5,7 @@
 //! stalls for seconds probing instance metadata. Here every attempt has a timeout, and the
 //! metadata client gets short timeouts and a single attempt.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -92,7 +92,7 @@ pub async fn client(opts: &AwsOptions) -> Result<Client, AwsError> {
     Ok(Client::new(&loader.load().await))
 }
 
-/// CA bundles the TLS stack finds on its own (Debian/Ubuntu/Alpine, RHEL, macOS-style).
+/// System CA bundle files (Debian/Ubuntu/Alpine, RHEL/Fedora, others).
 const SYSTEM_BUNDLES: &[&str] = &[
     "/etc/ssl/certs/ca-certificates.crt",
     "/etc/pki/tls/certs/ca-bundle.crt",
@@ -100,31 +100,41 @@ const SYSTEM_BUNDLES: &[&str] = &[
     "/etc/ssl/cert.pem",
 ];
 
-/// The bundle [`use_bundled_ca`] selected, if any.
-static BUNDLED_CA: OnceLock<PathBuf> = OnceLock::new();
+/// The bundle [`choose_ca_bundle`] selected, if any.
+static CHOSEN_CA: OnceLock<PathBuf> = OnceLock::new();
 
-/// When the image has no CA bundle (busybox, scratch) but `lock-exec install` put one
-/// next to this binary, points the TLS stack at it through SSL_CERT_FILE. Without it
-/// every request to real DynamoDB fails with UnknownIssuer. Call before any thread starts.
-pub fn use_bundled_ca() {
-    if std::env::var_os("SSL_CERT_FILE").is_some()
-        || SYSTEM_BUNDLES.iter().any(|p| Path::new(p).is_file())
-    {
+/// Points the TLS stack at ONE CA bundle file through SSL_CERT_FILE, unless the user set
+/// SSL_CERT_FILE or SSL_CERT_DIR:
+/// - the system's bundle file when there is one: left alone, the TLS stack reads it AND
+///   every file of the hashed certificate directory beside it (the same certificates
+///   again), which cost about 4 ms of every run (measured, docs/performance.md);
+/// - else the bundle `lock-exec install` put next to this binary, for job images without
+///   any (busybox, scratch), where every request would fail with UnknownIssuer.
+///
+/// Call before any thread starts.
+pub fn choose_ca_bundle() {
+    if std::env::var_os("SSL_CERT_FILE").is_some() || std::env::var_os("SSL_CERT_DIR").is_some() {
         return;
     }
-    let Some(bundle) = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.join("ca-certificates.crt")))
-        .filter(|b| b.is_file())
+    let beside_binary = || {
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.join("ca-certificates.crt")))
+    };
+    let Some(bundle) = SYSTEM_BUNDLES
+        .iter()
+        .map(PathBuf::from)
+        .chain(beside_binary())
+        .find(|p| p.is_file())
     else {
         return;
     };
     std::env::set_var("SSL_CERT_FILE", &bundle);
-    let _ = BUNDLED_CA.set(bundle);
+    let _ = CHOSEN_CA.set(bundle);
 }
 
-/// Whether SSL_CERT_FILE was set by [`use_bundled_ca`] (and so is not the user's, and is
+/// Whether SSL_CERT_FILE was set by [`choose_ca_bundle`] (so it is not the user's, and is
 /// kept out of the command's environment).
-pub fn bundled_ca_in_use() -> bool {
-    BUNDLED_CA.get().is_some()
+pub fn ca_bundle_chosen() -> bool {
+    CHOSEN_CA.get().is_some()
 }

@@ -27,7 +27,7 @@ fn main() -> ExitCode {
         }
     };
     logging::init(cli.global.log_format);
-    aws::use_bundled_ca();
+    aws::choose_ca_bundle();
     // One thread is plenty for a lock and a child, and keeps memory low.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

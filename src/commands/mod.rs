@@ -92,7 +92,7 @@ fn run_config(g: &Global, args: &RunArgs) -> Result<RunConfig, Error> {
         command: ChildCommand {
             argv,
             env: std::env::vars_os()
-                .filter(|(k, _)| !(k == "SSL_CERT_FILE" && aws::bundled_ca_in_use()))
+                .filter(|(k, _)| !(k == "SSL_CERT_FILE" && aws::ca_bundle_chosen()))
                 .collect(),
         },
         timing,

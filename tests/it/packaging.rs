@@ -103,3 +103,35 @@ async fn install_copies_a_working_binary() {
     assert_eq!(out.code, Some(125));
     assert!(out.stderr.contains("not a directory"), "{}", out.stderr);
 }
+
+/// lock-exec points its TLS stack at one CA bundle file through SSL_CERT_FILE; that choice
+/// of ours must not reach the command, while a user's own SSL_CERT_FILE does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chosen_ca_bundle_stays_out_of_the_command_environment() {
+    let env = Env::new(Backend::Dynalite).await;
+    let show = [
+        "run",
+        "k",
+        "--",
+        "sh",
+        "-c",
+        "echo \"[${SSL_CERT_FILE-unset}]\"",
+    ];
+    let out = env.cmd(show).output().await;
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (Some(0), "[unset]\n"),
+        "{}",
+        out.stderr
+    );
+    let out = env
+        .cmd(show)
+        .env("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt")
+        .output()
+        .await;
+    assert_eq!(
+        out.stdout, "[/etc/ssl/certs/ca-certificates.crt]\n",
+        "{}",
+        out.stderr
+    );
+}

@@ -167,7 +167,11 @@ impl Supervisor {
     /// Returns how many processes were left.
     pub async fn stop_leftovers(&mut self, grace: Duration) -> usize {
         sys::reclaim_tty();
-        self.reap();
+        // No children at all (ECHILD): as subreaper, every descendant still running would
+        // be our child by now, so nothing is left and /proc need not be scanned.
+        if self.reap() {
+            return 0;
+        }
         let left = self.leftovers();
         if left.is_empty() {
             return 0;

@@ -184,20 +184,7 @@ async fn server_restart_keeps_or_cleanly_loses_the_lease() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     env.server = Server::dynalite_persistent(data.path(), Some(port));
     // A contender during the run must be refused (or wait until the holder is gone).
-    let b_start = env.dir.file("b-start");
-    let contender = env
-        .cmd([
-            "run",
-            "k",
-            "--wait",
-            "30s",
-            "--",
-            "sh",
-            "-c",
-            &format!("date +%s%N > {}", b_start.display()),
-        ])
-        .output()
-        .await;
+    let (contender, b_start) = env.contender("k", "30s").await;
     let held = holder.wait().await;
     assert!(
         held.code == Some(0) || held.code == Some(125),
@@ -207,7 +194,7 @@ async fn server_restart_keeps_or_cleanly_loses_the_lease() {
     assert_eq!(contender.code, Some(0), "{}", contender.stderr);
     let holder_end = read_num(&end).unwrap_or_else(now_ns);
     assert!(
-        read_num(&b_start).unwrap() > holder_end,
+        b_start.unwrap() > holder_end,
         "contender ran while the holder ran"
     );
     eprintln!(

@@ -302,6 +302,19 @@ impl Env {
     }
 }
 
+impl Env {
+    /// `lock-exec run KEY --wait WAIT` whose command records when it started (Unix ns).
+    pub async fn contender(&self, key: &str, wait: &str) -> (Output, Option<i64>) {
+        let file = self.dir.file(&unique("started"));
+        let record = format!("date +%s%N > {}", file.display());
+        let out = self
+            .cmd(["run", key, "--wait", wait, "--", "sh", "-c", &record])
+            .output()
+            .await;
+        (out, read_num(&file))
+    }
+}
+
 /// Resolves to the time (Unix ns) at which `pid` died, polling every 2 ms.
 pub fn death_of(pid: i32) -> tokio::task::JoinHandle<i64> {
     tokio::spawn(async move {

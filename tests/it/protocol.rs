@@ -125,20 +125,7 @@ async fn crashed_holder_is_taken_over_within_a_lease(b: Backend) {
     );
     let killed = std::time::Instant::now();
     let _ = holder.running.wait().await;
-    let started = env.dir.file("started");
-    let out = env
-        .cmd([
-            "run",
-            "k",
-            "--wait",
-            "20s",
-            "--",
-            "sh",
-            "-c",
-            &format!("date +%s%N > {}", started.display()),
-        ])
-        .output()
-        .await;
+    let (out, _) = env.contender("k", "20s").await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let takeover = killed.elapsed();
     eprintln!(

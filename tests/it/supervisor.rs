@@ -245,22 +245,9 @@ async fn lease_loss(child_body: &str) {
     );
 
     // The next holder (straight to the server) starts only after the lease end.
-    let started = env.dir.file("next");
-    let next = env
-        .cmd([
-            "run",
-            "k",
-            "--wait",
-            "20s",
-            "--",
-            "sh",
-            "-c",
-            &format!("date +%s%N > {}", started.display()),
-        ])
-        .output()
-        .await;
+    let (next, started) = env.contender("k", "20s").await;
     assert_eq!(next.code, Some(0), "{}", next.stderr);
-    assert!(read_num(&started).unwrap() > lease_end);
+    assert!(started.unwrap() > lease_end);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,26 +47,15 @@ async fn lost_acquire_response_runs_once(b: Backend) {
 async fn lost_release_response_is_retried(b: Backend) {
     let env = Env::new(b).await;
     let proxy = Proxy::start(env.server.port).await;
-    let (ready, go) = (env.dir.file("ready"), env.dir.file("go"));
-    let running = LockExec::new(&proxy.endpoint(), &env.table)
-        .args([
-            "run",
-            "k",
-            "--",
-            "sh",
-            "-c",
-            &format!(
-                "touch {}; while [ ! -e {} ]; do sleep 0.02; done",
-                ready.display(),
-                go.display()
-            ),
-        ])
-        .spawn();
-    wait_for("child", Duration::from_secs(20), || ready.exists()).await;
+    let go = env.dir.file("go");
+    let wait_for_go = format!("while [ ! -e {} ]; do sleep 0.02; done", go.display());
+    let holder = env
+        .holder_via(&proxy.endpoint(), &["run", "k"], &wait_for_go)
+        .await;
     // No renewal is due for 10 s: the next response is the release's.
     proxy.set(Fault::DropResponse);
     std::fs::write(&go, "").unwrap();
-    let out = running.wait().await;
+    let out = holder.running.wait().await;
     assert_eq!(
         proxy.dropped.load(Ordering::SeqCst),
         1,

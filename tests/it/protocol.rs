@@ -142,25 +142,12 @@ async fn crashed_holder_is_taken_over_within_a_lease(b: Backend) {
 async fn wait_runs_after_the_holder(b: Backend) {
     let env = Env::new(b).await;
     let (a_end, b_start) = (env.dir.file("a-end"), env.dir.file("b-start"));
-    let a_started = env.dir.file("a-start");
     let holder = env
-        .cmd([
-            "run",
-            "k",
-            "--",
-            "sh",
-            "-c",
-            &format!(
-                "touch {}; sleep 2; date +%s%N > {}",
-                a_started.display(),
-                a_end.display()
-            ),
-        ])
-        .spawn();
-    wait_for("holder to start", Duration::from_secs(20), || {
-        a_started.exists()
-    })
-    .await;
+        .holder(
+            &["run", "k"],
+            &format!("sleep 2; date +%s%N > {}", a_end.display()),
+        )
+        .await;
     let out = env
         .cmd([
             "run",
@@ -178,7 +165,7 @@ async fn wait_runs_after_the_holder(b: Backend) {
         .await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(out.stderr.contains("waiting for it"), "{}", out.stderr);
-    assert_eq!(holder.wait().await.code, Some(0));
+    assert_eq!(holder.running.wait().await.code, Some(0));
     assert!(
         read_num(&b_start).unwrap() > read_num(&a_end).unwrap(),
         "waiter ran before the holder ended"

@@ -1,15 +1,33 @@
-//! Log set-up: JSON lines (default) or text on stderr; level from LOCK_EXEC_LOG or RUST_LOG.
+//! Log records on stderr: JSON lines (default) or logfmt, level from LOCK_EXEC_LOG or
+//! RUST_LOG.
+//!
+//! A log write must never change what lock-exec does: stderr may be a closed pipe
+//! (`lock-exec run … 2>&1 | head -1`) or a full disk, and a panic there would leave the
+//! command unsupervised. So records are written here, by hand, and every write error is
+//! ignored.
 
-use tracing_subscriber::EnvFilter;
+use std::fmt::{self, Write as _};
+use std::io::Write as _;
+use std::sync::Mutex;
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 
 use crate::cli::LogFormat;
 
-/// The default filter: our own info lines, only errors from the AWS SDK and HTTP stack
-/// (their warnings repeat, at length, what lock-exec reports in one line).
+/// Our own info records; only errors from the AWS SDK and HTTP stack (their warnings
+/// repeat, at length, what lock-exec reports in one line).
 const DEFAULT_FILTER: &str = "error,lock_exec=info";
 
+/// Fields added to every record from now on (the run's key, owner, cluster).
+static CONTEXT: Mutex<Vec<(&'static str, String)>> = Mutex::new(Vec::new());
+
 /// Installs the global subscriber.
-pub fn init(format: LogFormat) {
+pub(crate) fn init(format: LogFormat) {
     let directive = std::env::var("LOCK_EXEC_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| DEFAULT_FILTER.to_string());
@@ -19,18 +37,188 @@ pub fn init(format: LogFormat) {
     } else {
         format!("error,lock_exec={directive}")
     };
-    let filter = EnvFilter::try_new(&directive).unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .init(),
-        LogFormat::Text => builder.with_ansi(false).init(),
+    let filter: Targets = directive
+        .parse()
+        .unwrap_or_else(|_| DEFAULT_FILTER.parse().expect("the default filter parses"));
+    let _ = tracing_subscriber::registry()
+        .with(Lines { format }.with_filter(filter))
+        .try_init();
+}
+
+/// Adds `fields` to every later record (replacing earlier values of the same names).
+pub(crate) fn set_context(fields: &[(&'static str, Option<&str>)]) {
+    let mut ctx = CONTEXT.lock().unwrap_or_else(|e| e.into_inner());
+    for (name, value) in fields {
+        ctx.retain(|(n, _)| n != name);
+        if let Some(v) = value {
+            ctx.push((name, v.to_string()));
+        }
+    }
+}
+
+/// The layer that formats and writes records.
+struct Lines {
+    /// JSON or logfmt.
+    format: LogFormat,
+}
+
+/// A field value, typed as far as JSON cares.
+enum Value {
+    Str(String),
+    Num(String),
+    Bool(bool),
+}
+
+/// Collects an event's message and fields.
+#[derive(Default)]
+struct Fields {
+    message: String,
+    fields: Vec<(&'static str, Value)>,
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, Value::Str(value.to_string()));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, Value::Num(value.to_string()));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, Value::Num(value.to_string()));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, Value::Bool(value));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.put(field, Value::Num(value.to_string()));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.put(field, Value::Str(format!("{value:?}")));
+    }
+}
+
+impl Fields {
+    fn put(&mut self, field: &Field, value: Value) {
+        if field.name() == "message" {
+            if let Value::Str(s) = value {
+                self.message = s;
+            }
+        } else {
+            self.fields.push((field.name(), value));
+        }
+    }
+}
+
+impl<S: Subscriber> Layer<S> for Lines {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let mut f = Fields::default();
+        event.record(&mut f);
+        let level = match *event.metadata().level() {
+            Level::ERROR => "error",
+            Level::WARN => "warn",
+            Level::INFO => "info",
+            Level::DEBUG => "debug",
+            Level::TRACE => "trace",
+        };
+        let time = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
+        let context: Vec<(&'static str, Value)> = CONTEXT
+            .lock()
+            .map(|c| c.iter().map(|(n, v)| (*n, Value::Str(v.clone()))).collect())
+            .unwrap_or_default();
+        // The record's own fields win over the context's.
+        let all = f.fields.iter().chain(
+            context
+                .iter()
+                .filter(|(n, _)| !f.fields.iter().any(|(m, _)| m == n)),
+        );
+        let mut line = String::with_capacity(256);
+        match self.format {
+            LogFormat::Json => {
+                line.push_str("{\"timestamp\":");
+                json_str(&mut line, &time);
+                line.push_str(",\"level\":");
+                json_str(&mut line, level);
+                line.push_str(",\"message\":");
+                json_str(&mut line, &f.message);
+                for (name, value) in all {
+                    line.push(',');
+                    json_str(&mut line, name);
+                    line.push(':');
+                    match value {
+                        Value::Str(s) => json_str(&mut line, s),
+                        Value::Num(n) => line.push_str(n),
+                        Value::Bool(b) => line.push_str(if *b { "true" } else { "false" }),
+                    }
+                }
+                line.push('}');
+            }
+            LogFormat::Text => {
+                let _ = write!(line, "time={time} level={level} msg=");
+                logfmt_value(&mut line, &f.message);
+                for (name, value) in all {
+                    let _ = write!(line, " {name}=");
+                    match value {
+                        Value::Str(s) => logfmt_value(&mut line, s),
+                        Value::Num(n) => line.push_str(n),
+                        Value::Bool(b) => line.push_str(if *b { "true" } else { "false" }),
+                    }
+                }
+            }
+        }
+        line.push('\n');
+        // One write per record; its failure is ignored (see the module comment).
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+}
+
+/// Appends `s` as a JSON string.
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Appends `s` as a logfmt value: bare when it can be, else quoted with escapes.
+fn logfmt_value(out: &mut String, s: &str) {
+    let bare = !s.is_empty()
+        && s.chars()
+            .all(|c| c > ' ' && c != '"' && c != '=' && c != '\\' && !c.is_control());
+    if bare {
+        out.push_str(s);
+    } else {
+        json_str(out, s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_and_logfmt_values_are_escaped() {
+        let mut s = String::new();
+        json_str(&mut s, "a \"b\"\n\u{1}");
+        assert_eq!(s, r#""a \"b\"\n\u0001""#);
+        let mut s = String::new();
+        logfmt_value(&mut s, "plain");
+        s.push(' ');
+        logfmt_value(&mut s, "two words");
+        s.push(' ');
+        logfmt_value(&mut s, "");
+        s.push(' ');
+        logfmt_value(&mut s, "a=b");
+        assert_eq!(s, r#"plain "two words" "" "a=b""#);
     }
 }

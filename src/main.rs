@@ -1,52 +1,73 @@
-//! `lock-exec`: parse, set up logging, run, map the outcome to an exit code.
+//! lock-exec: run a command under a DynamoDB lock with a renewing lease, as a PID-1-safe
+//! container entrypoint.
+//!
+//! # Layout
+//! - [`cli`]: options, environment variables, defaults and parsing rules.
+//! - [`exit`]: the exit-code contract and the one mapping from outcome to code.
+//! - [`error`]: what can go wrong, each with what to fix.
+//! - [`lock`]: what a lock is, the [`lock::LockStore`] trait, the DynamoDB store (and an
+//!   in-memory one for unit tests).
+//! - [`held`]: the held lock, owned by one value from acquisition to release.
+//! - [`lease`]: lease timing rules and the heartbeat task that reports when to stop.
+//! - [`supervisor`]: spawn, signal forwarding, reaping (all `unsafe` lives here).
+//! - [`run`]: the run loop tying them together.
+//! - [`slot`]: which schedule occurrence a run belongs to.
+//! - [`commands`]: one module per subcommand.
+//! - [`aws`]: the DynamoDB client with timeouts, retries and fast-failing look-ups.
+//! - [`clock`]: wall and monotonic time, and the guard that notices when they part.
+//! - [`logging`]: JSON or logfmt records on stderr that can never fail the run.
+
+mod aws;
+mod cli;
+mod clock;
+mod commands;
+mod error;
+mod exit;
+mod held;
+mod lease;
+mod lock;
+mod logging;
+mod run;
+mod slot;
+mod supervisor;
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use lock_exec::cli::{one_line, Cli};
-use lock_exec::{aws, commands, exit, logging};
+
+use crate::exit::Outcome;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => {
-            use clap::error::ErrorKind::{
-                DisplayHelp, DisplayHelpOnMissingArgumentOrSubcommand, DisplayVersion,
-            };
-            match e.kind() {
-                DisplayHelp | DisplayVersion => {
-                    let _ = e.print();
-                    return ExitCode::from(exit::SUCCESS);
+    let outcome = match cli::Cli::try_parse() {
+        Ok(cli) => {
+            logging::init(cli.global.log_format);
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => {
+                    let outcome = runtime.block_on(commands::dispatch(cli));
+                    // Do not wait for idle DNS or connection threads on the way out.
+                    runtime.shutdown_background();
+                    outcome
                 }
-                DisplayHelpOnMissingArgumentOrSubcommand => eprintln!(
-                    "lock-exec: error: missing command: use run, unlock, status, create-table, install or version (see lock-exec --help)"
-                ),
-                _ => eprintln!("lock-exec: {}", one_line(&e)),
+                Err(e) => Outcome::Failed(error::Error::Runtime(e)),
             }
-            return ExitCode::from(exit::FAILURE);
         }
+        Err(e) => match cli::parse_error(e) {
+            cli::ParseError::Display(text) => {
+                use std::io::Write as _;
+                let _ = std::io::stdout().write_all(text.as_bytes());
+                Outcome::Done
+            }
+            cli::ParseError::Usage(line) => {
+                logging::init(cli::early_log_format());
+                tracing::error!(outcome = "error", exit_code = exit::FAILURE, "{line}");
+                return ExitCode::from(exit::FAILURE);
+            }
+        },
     };
-    logging::init(cli.global.log_format);
-    aws::choose_ca_bundle();
-    // One thread is plenty for a lock and a child, and keeps memory low.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the async runtime");
-            return ExitCode::from(exit::FAILURE);
-        }
-    };
-    let result = runtime.block_on(commands::dispatch(cli));
-    // Do not wait for idle DNS or connection threads on the way out.
-    runtime.shutdown_background();
-    match result {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            tracing::error!("{e}");
-            ExitCode::from(exit::FAILURE)
-        }
-    }
+    let code = exit::code(&outcome);
+    commands::finish(&outcome, code);
+    ExitCode::from(code)
 }

@@ -1,320 +1,341 @@
-//! The run loop: acquire → spawn → select!(child, signal, lease event) → release.
+//! The run loop: wait for the lock → spawn → select!(child, signal, lease stop) → stop
+//! leftovers → release → report.
 
 use std::ffi::OsString;
 use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use tokio::time::{sleep, sleep_until, timeout, Instant};
+use tokio::time::{sleep_until, Instant};
 
-use crate::clock::{nanos, rfc3339, Clock};
+use crate::clock::{human, rfc3339, Clock};
 use crate::error::Error;
 use crate::exit::ChildStatus;
-use crate::lease::{jitter, Lease, LeaseEvent, LeaseState, Timing};
-use crate::lock::{Acquire, Claim, Holding, LockStore, StoreError};
+use crate::held::{Attempt, Ending, HeldLock, Request};
+use crate::lease::{jitter, StopWhy};
+use crate::lock::{LockRecord, LockStore, Whole};
 use crate::supervisor::{is_shutdown, ChildCommand, Event, Supervisor};
 
 /// Everything `run` needs, validated by the CLI.
 #[derive(Debug, Clone)]
-pub struct RunConfig {
-    /// The key to lock.
-    pub key: String,
-    /// Our owner name (host or pod name).
-    pub owner: String,
-    /// Our cluster name, if given.
-    pub cluster: Option<String>,
-    /// The command; LOCK_EXEC_KEY/OWNER/FENCE are added to its environment.
-    pub command: ChildCommand,
-    /// Lease settings.
-    pub timing: Timing,
+pub(crate) struct RunConfig {
+    /// The lock to take.
+    pub(crate) request: Request,
+    /// The command; LOCK_EXEC_KEY/OWNER/FENCE (and SLOT) are added to its environment.
+    pub(crate) command: ChildCommand,
     /// How long to wait for a held key; zero skips at once.
-    pub wait: Duration,
+    pub(crate) wait: Duration,
 }
 
 /// How a run ended, when lock-exec itself did not fail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunOutcome {
-    /// The command ran and ended with this status.
-    Exited(ChildStatus),
-    /// The key was held: the command never ran.
-    Locked,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RunOutcome {
+    /// The command ran and ended with this status (also after a forwarded shutdown).
+    Ran(ChildStatus),
+    /// The key was held, or its slot done: the command never ran.
+    Skipped(Refusal),
+    /// `--wait` ran out while the key was held.
+    WaitTimedOut(Refusal),
     /// The hard cap was reached and the command was stopped.
-    HardCap,
-    /// The lease was lost or could not be renewed and the command was stopped.
-    LeaseLost,
+    HardCap(ChildStatus),
+    /// The lease was lost or could not be renewed, and the command was stopped.
+    LeaseLost(ChildStatus),
     /// A shutdown signal arrived before the command started.
     Interrupted(Signal),
 }
 
-/// Why lock-exec is stopping the child itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
-    Lost,
-    Unrenewed,
-    HardCap,
+/// Why a run could not take the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// A live lease, as the store saw it (when it could tell).
+    Held(Option<LockRecord>),
+    /// A run of this slot, or of a later one, has completed.
+    SlotDone(LockRecord),
+}
+
+/// A run's outcome with the facts its summary reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Report {
+    /// How it ended.
+    pub(crate) outcome: RunOutcome,
+    /// The fence this run got, if it took the key.
+    pub(crate) fence: Option<u64>,
+    /// How long the key was held by this run.
+    pub(crate) held: Option<Duration>,
+    /// How long the command ran.
+    pub(crate) ran: Option<Duration>,
+}
+
+impl Report {
+    fn without_lock(outcome: RunOutcome) -> Self {
+        Report {
+            outcome,
+            fence: None,
+            held: None,
+            ran: None,
+        }
+    }
 }
 
 /// Runs the command under the lock. Signal handlers in `sup` must already be installed.
-pub async fn run<S: LockStore>(
+pub(crate) async fn run<S: LockStore>(
     store: Arc<S>,
     cfg: RunConfig,
     clock: Clock,
     sup: &mut Supervisor,
-) -> Result<RunOutcome, Error> {
-    let run_id = random_id();
-    let (holding, claim, sent) = match acquire(&*store, &cfg, &run_id, &clock, sup).await? {
-        Acquired::Got(got) => *got,
-        Acquired::Held => return Ok(RunOutcome::Locked),
-        Acquired::Interrupted(sig) => return Ok(RunOutcome::Interrupted(sig)),
+) -> Result<Report, Error> {
+    let req = &cfg.request;
+    let run_id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+    let mut lock = match wait_for_lock(&store, &cfg, &run_id, &clock, sup).await? {
+        Waited::Got(lock) => lock,
+        Waited::Not(outcome) => return Ok(Report::without_lock(outcome)),
     };
-    let t = cfg.timing;
-    tracing::info!(key = %cfg.key, owner = %cfg.owner, fence = holding.fence,
-        lease = %humantime::format_duration(t.lease), deadline = %rfc3339(claim.deadline_ns), "lock acquired");
+    let held_since = Instant::now();
+    let fence = lock.holding().fence;
+    tracing::info!(key = %req.key, fence, lease = %human(req.timing.lease),
+        deadline = %rfc3339(lock.deadline_ns()), "lock acquired");
 
     // A shutdown requested while we were acquiring: do not start the command.
     if let Some(sig) = sup.pending_signal().filter(|s| is_shutdown(*s)) {
-        tracing::info!(key = %cfg.key, signal = %sig, "shutdown requested before the command started");
-        release(&*store, &holding, &claim, &clock, t, false).await;
-        return Ok(RunOutcome::Interrupted(sig));
+        tracing::info!(key = %req.key, signal = %sig, "shutdown requested before the command started");
+        lock.release(Ending::Stopped).await;
+        return Ok(Report {
+            outcome: RunOutcome::Interrupted(sig),
+            fence: Some(fence),
+            held: Some(held_since.elapsed()),
+            ran: None,
+        });
     }
 
-    let mut lease = Lease::start(
-        store.clone(),
-        LeaseState {
-            holding: holding.clone(),
-            expire_ns: claim.expire_ns,
-            deadline_ns: claim.deadline_ns,
-            sent,
-        },
-        t,
-        clock,
-    );
-
-    let command = with_lock_env(&cfg.command, &holding);
+    let command = with_lock_env(&cfg.command, &cfg.request, fence);
     let pid = match sup.spawn(&command) {
         Ok(pid) => pid,
         Err(e) => {
-            lease.stop().await;
-            release(&*store, &holding, &claim, &clock, t, false).await;
+            lock.release(Ending::Stopped).await;
             return Err(Error::Spawn(e));
         }
     };
-    tracing::info!(key = %cfg.key, pid, command = ?command.argv, "command started");
+    let started = Instant::now();
+    let program = command.argv[0].to_string_lossy();
+    tracing::info!(key = %req.key, pid, program = %program, "command started");
+    tracing::debug!(key = %req.key, argv = %shell_words::join(command.argv.iter().map(|a| a.to_string_lossy())), "command line");
 
-    let mut stop: Option<Stop> = None;
+    let watched = supervise(&mut lock, sup, req).await;
+    let ran = started.elapsed();
+    tracing::info!(key = %req.key, exit_code = watched.status.code(), status = %watched.status, "command exited");
+
+    // Whatever the job left behind must be gone before the lock is, and before the lease
+    // ends when lock-exec is stopping because of the lease.
+    let kill_at = watched.kill_at.unwrap_or_else(|| match watched.ending {
+        Ending::Finished(_) => Instant::now() + req.timing.grace,
+        Ending::Stopped | Ending::Fenced(_) => Instant::now(),
+    });
+    sup.stop_leftovers(kill_at).await;
+    lock.release(watched.ending).await;
+    let outcome = match watched.ending {
+        Ending::Fenced(StopWhy::HardCap) => RunOutcome::HardCap(watched.status),
+        Ending::Fenced(_) => RunOutcome::LeaseLost(watched.status),
+        Ending::Finished(status) => RunOutcome::Ran(status),
+        Ending::Stopped => RunOutcome::Ran(watched.status),
+    };
+    Ok(Report {
+        outcome,
+        fence: Some(fence),
+        held: Some(held_since.elapsed()),
+        ran: Some(ran),
+    })
+}
+
+/// What watching the command came to.
+struct Watched {
+    /// How the command ended.
+    status: ChildStatus,
+    /// How the run ended for the lock.
+    ending: Ending,
+    /// A SIGKILL that was due but not yet sent when the command exited.
+    kill_at: Option<Instant>,
+}
+
+/// Forwards signals and stops the command when a shutdown's grace or the lease requires,
+/// until it exits.
+async fn supervise<S: LockStore>(
+    lock: &mut HeldLock<S>,
+    sup: &mut Supervisor,
+    req: &Request,
+) -> Watched {
+    let t = req.timing;
+    let mut shutdown = false;
+    let mut fenced: Option<StopWhy> = None;
     let mut kill_at: Option<Instant> = None;
+    let sooner = |at: Instant, current: Option<Instant>| Some(current.map_or(at, |c| c.min(at)));
     let status = loop {
         tokio::select! {
             ev = sup.next() => match ev {
                 Event::ChildExited(status) => break status,
                 Event::Signal(sig) => {
                     sup.signal_child(sig);
-                    if is_shutdown(sig) && kill_at.is_none() {
+                    if is_shutdown(sig) && !shutdown {
                         // Like the kubelet, but sooner than it: the command gets --grace to
                         // exit, then SIGKILL, so the lock is released before the pod's
                         // terminationGracePeriodSeconds ends and lock-exec is killed.
-                        kill_at = Some(Instant::now() + t.grace);
-                        tracing::info!(key = %cfg.key, signal = %sig, grace = %humantime::format_duration(t.grace),
+                        shutdown = true;
+                        kill_at = sooner(Instant::now() + t.grace, kill_at);
+                        tracing::info!(key = %req.key, signal = %sig, grace = %human(t.grace),
                             "forwarded shutdown signal; keeping the lease until the command exits, SIGKILL after the grace period");
-                    } else if is_shutdown(sig) {
-                        tracing::info!(key = %cfg.key, signal = %sig, "forwarded shutdown signal");
                     } else {
                         tracing::debug!(signal = %sig, "forwarded signal");
                     }
                 }
             },
-            ev = lease.event(), if stop.is_none() => {
-                let (why, at) = match ev {
-                    LeaseEvent::Lost => (Stop::Lost, Instant::now() + t.grace),
-                    LeaseEvent::Expiring { kill_at, hard_cap: true } => (Stop::HardCap, kill_at),
-                    LeaseEvent::Expiring { kill_at, hard_cap: false } => (Stop::Unrenewed, kill_at),
+            stop = lock.stop() => {
+                let reason = match stop.why {
+                    StopWhy::Lost => "the lease was lost (revoked or taken over)",
+                    StopWhy::Unrenewed => "the lease could not be renewed in time",
+                    StopWhy::HardCap => "the hard cap (--expire) was reached",
+                    StopWhy::ClockJump(_) => "the wall clock jumped",
+                    StopWhy::TaskEnded => "the lease task ended",
                 };
-                // A shutdown's SIGKILL may already be due sooner; keep the earlier one.
-                let at = kill_at.map_or(at, |k| k.min(at));
-                let reason = match why {
-                    Stop::Lost => "the lease was lost",
-                    Stop::Unrenewed => "the lease could not be renewed in time",
-                    Stop::HardCap => "the hard cap (--expire) was reached",
-                };
-                let grace = at.saturating_duration_since(Instant::now());
-                tracing::warn!(key = %cfg.key, owner = %cfg.owner, reason,
-                    grace = %humantime::format_duration(Duration::from_millis(grace.as_millis() as u64)),
+                kill_at = sooner(stop.kill_at, kill_at);
+                let grace = kill_at.map(|k| k.saturating_duration_since(Instant::now())).unwrap_or_default();
+                tracing::warn!(key = %req.key, reason, grace = %human(grace),
                     "stopping the command: SIGTERM now, SIGKILL when the grace period ends");
                 sup.signal_child(Signal::SIGTERM);
-                stop = Some(why);
-                kill_at = Some(at);
+                fenced = Some(stop.why);
             }
             _ = sleep_until(kill_at.unwrap_or_else(Instant::now)), if kill_at.is_some() => {
-                tracing::warn!(key = %cfg.key, owner = %cfg.owner, "command still running after the grace period; sending SIGKILL");
+                tracing::warn!(key = %req.key, "command still running after the grace period; sending SIGKILL");
                 sup.signal_child(Signal::SIGKILL);
                 kill_at = None;
             }
         }
     };
-    tracing::info!(key = %cfg.key, code = status.code(), status = ?status, "command exited");
-
-    // Whatever the job left behind must be gone before the lock is, and before the lease
-    // ends when lock-exec is already stopping because of it.
-    let grace = match kill_at {
-        Some(at) => at.saturating_duration_since(Instant::now()),
-        None if stop.is_some() => Duration::ZERO,
-        None => t.grace,
+    let ending = match (fenced, shutdown) {
+        (Some(why), _) => Ending::Fenced(why),
+        (None, true) => Ending::Stopped,
+        (None, false) => Ending::Finished(status),
     };
-    sup.stop_leftovers(grace).await;
-    lease.stop().await;
-
-    match stop {
-        None => release(&*store, &holding, &claim, &clock, t, true).await,
-        Some(Stop::HardCap) => release(&*store, &holding, &claim, &clock, t, false).await,
-        // The store did not answer renewals: one short try, then the lease lapses anyway.
-        Some(Stop::Unrenewed) => {
-            if timeout(t.heartbeat, store.release(&holding, clock.now_ns()))
-                .await
-                .is_err()
-            {
-                tracing::warn!(key = %cfg.key, "release got no answer; the key frees itself when its lease ends");
-            }
-        }
-        Some(Stop::Lost) => {}
+    Watched {
+        status,
+        ending,
+        kill_at,
     }
-    Ok(match stop {
-        None => RunOutcome::Exited(status),
-        Some(Stop::HardCap) => RunOutcome::HardCap,
-        Some(Stop::Lost | Stop::Unrenewed) => RunOutcome::LeaseLost,
-    })
 }
 
-/// The result of trying to take the key.
-enum Acquired {
-    /// Ours: the lock, the claim written, and when the winning request was first sent.
-    Got(Box<(Holding, Claim, Instant)>),
-    /// Still held when `--wait` ran out.
-    Held,
-    /// A shutdown signal arrived while waiting.
-    Interrupted(Signal),
+/// The result of waiting for the key.
+enum Waited<S: LockStore> {
+    /// Ours.
+    Got(HeldLock<S>),
+    /// Not ours, and the run ends with this outcome.
+    Not(RunOutcome),
 }
 
 /// Tries to take the key, waiting up to `cfg.wait` while it is held.
-async fn acquire<S: LockStore>(
-    store: &S,
+async fn wait_for_lock<S: LockStore>(
+    store: &Arc<S>,
     cfg: &RunConfig,
     run_id: &str,
     clock: &Clock,
     sup: &mut Supervisor,
-) -> Result<Acquired, Error> {
-    let t = cfg.timing;
+) -> Result<Waited<S>, Error> {
+    let req = &cfg.request;
+    let t = req.timing;
     let give_up = Instant::now() + cfg.wait;
     let poll = (t.lease / 4).clamp(Duration::from_millis(100), Duration::from_secs(2));
     let mut announced = false;
     loop {
-        let sent = Instant::now();
-        let now_ns = clock.wall_at(sent);
-        let claim = Claim {
-            key: cfg.key.clone(),
-            owner: cfg.owner.clone(),
-            cluster: cfg.cluster.clone(),
-            run: run_id.to_string(),
-            now_ns,
-            expire_ns: now_ns + nanos(t.lease),
-            deadline_ns: now_ns + nanos(t.expire),
-        };
-        let holder = match store.acquire(&claim).await {
-            Ok(Acquire::Acquired(h)) => return Ok(Acquired::Got(Box::new((h, claim, sent)))),
-            Ok(Acquire::Held(holder)) => holder,
+        let refused = match HeldLock::try_acquire(store, req, run_id, clock).await {
+            Ok(Attempt::Acquired(lock)) => return Ok(Waited::Got(lock)),
+            Ok(Attempt::Refused(record)) => refusal(record, req)?,
             Err(e) if e.is_transient() && Instant::now() + poll < give_up => {
-                tracing::warn!(key = %cfg.key, error = %e, "acquire failed; retrying while --wait allows");
-                None
+                tracing::warn!(key = %req.key, error = %e, "acquire failed; retrying while --wait allows");
+                Refusal::Held(None)
             }
             Err(e) => return Err(e.into()),
         };
-        let holder_desc = holder
-            .as_ref()
-            .map(|h| h.describe(clock.now_ns()))
-            .unwrap_or_else(|| "holder unknown".into());
+        let now_ns = clock.now_ns();
+        let holder = match &refused {
+            Refusal::SlotDone(r) => {
+                tracing::info!(key = %req.key, slot = req.slot.map(|s| s.n),
+                    done = %r.describe_done(now_ns).unwrap_or_default(),
+                    "this slot is already done; not running the command");
+                return Ok(Waited::Not(RunOutcome::Skipped(refused)));
+            }
+            Refusal::Held(record) => record
+                .as_ref()
+                .map(|r| r.describe(now_ns))
+                .unwrap_or_else(|| "holder unknown".into()),
+        };
         if Instant::now() >= give_up {
-            tracing::info!(key = %cfg.key, holder = %holder_desc, "key is locked; not running the command");
-            return Ok(Acquired::Held);
+            if cfg.wait.is_zero() {
+                tracing::info!(key = %req.key, holder = %holder, "key is locked; not running the command");
+                return Ok(Waited::Not(RunOutcome::Skipped(refused)));
+            }
+            tracing::warn!(key = %req.key, holder = %holder, waited = %human(cfg.wait),
+                "gave up waiting for the key; not running the command");
+            return Ok(Waited::Not(RunOutcome::WaitTimedOut(refused)));
         }
         if !announced {
-            tracing::info!(key = %cfg.key, holder = %holder_desc,
-                wait = %humantime::format_duration(cfg.wait), "key is locked; waiting for it");
+            tracing::info!(key = %req.key, holder = %holder, wait = %human(cfg.wait), "key is locked; waiting for it");
             announced = true;
         }
         // Poll with jitter, but no later than just after the holder's lease ends: a
         // crashed holder's key is taken within ~100 ms of its lease end, not a poll later.
-        let lease_end = holder
-            .and_then(|h| h.expire_ns)
-            .map(|e| clock.instant_at(e))
-            .filter(|end| *end > Instant::now());
+        let now = clock.now();
+        let lease_end = match &refused {
+            Refusal::Held(Some(r)) => r.expire_ns.map(|e| now.instant_at(e)),
+            _ => None,
+        }
+        .filter(|end| *end > now.mono);
         let mut nap = jitter(poll, 0.5);
         if let Some(end) = lease_end {
-            nap = nap.min(end - Instant::now() + jitter(Duration::from_millis(60), 0.5));
+            nap = nap.min(end - now.mono + jitter(Duration::from_millis(60), 0.5));
         }
-        let nap = nap.min(give_up.saturating_duration_since(Instant::now()));
-        let until = Instant::now() + nap;
+        let until = (Instant::now() + nap).min(give_up);
         loop {
             tokio::select! {
                 _ = sleep_until(until) => break,
                 sig = sup.next_signal() => if is_shutdown(sig) {
-                    tracing::info!(key = %cfg.key, signal = %sig, "shutdown requested while waiting for the lock");
-                    return Ok(Acquired::Interrupted(sig));
+                    tracing::info!(key = %req.key, signal = %sig, "shutdown requested while waiting for the lock");
+                    return Ok(Waited::Not(RunOutcome::Interrupted(sig)));
                 },
             }
         }
     }
 }
 
-/// Releases our lock: its lease ends now, or when `--min-hold` ends if that is later and
-/// the run finished normally. Retried briefly; failure is logged, never fatal, because the
-/// key frees itself when the lease ends.
-async fn release<S: LockStore>(
-    store: &S,
-    holding: &Holding,
-    claim: &Claim,
-    clock: &Clock,
-    t: Timing,
-    honour_min_hold: bool,
-) {
-    let now = clock.now_ns();
-    let min_hold_end = claim.now_ns + nanos(t.min_hold);
-    let expire_ns = if honour_min_hold {
-        now.max(min_hold_end)
-    } else {
-        now
+/// Why the store refused, from the record it returned: held, slot done, or an item no run
+/// can take (an error: waiting cannot help).
+fn refusal(record: Option<LockRecord>, req: &Request) -> Result<Refusal, Error> {
+    let Some(r) = record else {
+        return Ok(Refusal::Held(None));
     };
-    for attempt in 1..=3u32 {
-        match timeout(Duration::from_secs(5), store.release(holding, expire_ns)).await {
-            Ok(Ok(())) => {
-                if expire_ns > now {
-                    tracing::info!(key = %holding.key, fence = holding.fence, free_at = %rfc3339(expire_ns),
-                        "lock released; held until --min-hold ends");
-                } else {
-                    tracing::info!(key = %holding.key, fence = holding.fence, "lock released");
-                }
-                return;
-            }
-            Ok(Err(StoreError::Lost)) => {
-                tracing::warn!(key = %holding.key, fence = holding.fence,
-                    "lock was no longer ours at release (taken over or force-unlocked)");
-                return;
-            }
-            Ok(Err(e)) => tracing::warn!(key = %holding.key, attempt, error = %e, "release failed"),
-            Err(_) => {
-                tracing::warn!(key = %holding.key, attempt, "release got no answer within 5s")
-            }
+    if let Some(slot) = req.slot {
+        if r.slot_done(slot.n) {
+            return Ok(Refusal::SlotDone(r));
         }
-        sleep(Duration::from_millis(200 * attempt as u64)).await;
     }
-    tracing::error!(key = %holding.key, "could not release the lock; it frees itself when its lease ends");
+    let fence_bad = matches!(r.fence, Whole::Malformed(_));
+    let slot_bad = req.slot.is_some() && matches!(r.done_slot, Whole::Malformed(_));
+    if fence_bad || slot_bad {
+        return Err(Error::Malformed {
+            key: r.key.clone(),
+            what: r.malformed().unwrap_or_default(),
+        });
+    }
+    Ok(Refusal::Held(Some(r)))
 }
 
-/// The command with LOCK_EXEC_KEY, LOCK_EXEC_OWNER and LOCK_EXEC_FENCE set.
-fn with_lock_env(cmd: &ChildCommand, h: &Holding) -> ChildCommand {
-    let ours = [
-        ("LOCK_EXEC_KEY", h.key.clone()),
-        ("LOCK_EXEC_OWNER", h.owner.clone()),
-        ("LOCK_EXEC_FENCE", h.fence.to_string()),
+/// The command with LOCK_EXEC_KEY, LOCK_EXEC_OWNER, LOCK_EXEC_FENCE (and LOCK_EXEC_SLOT
+/// when the run has one) set.
+fn with_lock_env(cmd: &ChildCommand, req: &Request, fence: u64) -> ChildCommand {
+    let mut ours = vec![
+        ("LOCK_EXEC_KEY", req.key.clone()),
+        ("LOCK_EXEC_OWNER", req.owner.clone()),
+        ("LOCK_EXEC_FENCE", fence.to_string()),
     ];
+    if let Some(slot) = req.slot {
+        ours.push(("LOCK_EXEC_SLOT", slot.n.to_string()));
+    }
     let mut env: Vec<(OsString, OsString)> = cmd
         .env
         .iter()
@@ -328,50 +349,45 @@ fn with_lock_env(cmd: &ChildCommand, h: &Holding) -> ChildCommand {
     }
 }
 
-/// 128 random bits as hex: unique per run, so retries recognise their own item.
-fn random_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut out = String::with_capacity(32);
-    for salt in 0..2u64 {
-        // RandomState is seeded from the OS's random source.
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(salt);
-        h.write_u32(std::process::id());
-        out.push_str(&format!("{:016x}", h.finish()));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
-    //! The run loop against the in-memory store, with real child processes (so real time:
-    //! paused time would race ahead while the runtime waits for a child). nextest runs each
-    //! test in its own process, which then owns its signals and children.
+    //! The run loop on the in-memory store with real child processes, so in real time
+    //! (paused time would race ahead while the runtime waits for a child).
+    //!
+    //! The supervisor reaps with `waitpid(-1)`: two tests spawning children at once in one
+    //! process would reap each other's. nextest runs each test in its own process; under
+    //! `cargo test` (threads) this lock keeps them apart.
 
     use super::*;
-    use crate::lease::TimingInput;
+    use crate::held::Slot;
+    use crate::lease::{Timing, TimingInput};
     use crate::lock::memory::{MemoryStore, Mode};
-    use crate::lock::LockRecord;
+    use crate::lock::Force;
 
-    fn config(argv: &[&str], lease_ms: u64) -> RunConfig {
+    static CHILDREN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+    fn config(argv: &[&str], lease_ms: u64, slot: Option<Slot>) -> RunConfig {
         RunConfig {
-            key: "k".into(),
-            owner: "me".into(),
-            cluster: Some("east".into()),
+            request: Request {
+                key: "k".into(),
+                owner: "me".into(),
+                cluster: Some("east".into()),
+                slot,
+                timing: Timing::new(TimingInput {
+                    lease: Some(Duration::from_millis(lease_ms)),
+                    ..Default::default()
+                })
+                .unwrap(),
+            },
             command: ChildCommand {
                 argv: argv.iter().map(OsString::from).collect(),
                 env: std::env::vars_os().collect(),
             },
-            timing: Timing::new(TimingInput {
-                lease: Some(Duration::from_millis(lease_ms)),
-                ..Default::default()
-            })
-            .unwrap(),
             wait: Duration::ZERO,
         }
     }
 
-    async fn go(store: &MemoryStore, cfg: RunConfig) -> RunOutcome {
+    async fn go(store: &MemoryStore, cfg: RunConfig) -> Report {
         let mut sup = Supervisor::new().unwrap();
         run(Arc::new(store.clone()), cfg, Clock::system(), &mut sup)
             .await
@@ -380,83 +396,141 @@ mod tests {
 
     #[tokio::test]
     async fn short_run_takes_two_requests_and_passes_the_status_through() {
+        let _one_at_a_time = CHILDREN.lock().await;
         let store = MemoryStore::new();
-        let outcome = go(&store, config(&["sh", "-c", "exit 3"], 30_000)).await;
-        assert_eq!(outcome, RunOutcome::Exited(ChildStatus::Exited(3)));
+        let report = go(&store, config(&["sh", "-c", "exit 3"], 30_000, None)).await;
+        assert_eq!(report.outcome, RunOutcome::Ran(ChildStatus::Exited(3)));
+        assert_eq!(report.fence, Some(1));
         assert_eq!(store.requests(), 2, "acquire + release, nothing else");
         let item = store.item("k").unwrap();
-        assert_eq!(item.fence, Some(1));
         assert_eq!(item.cluster.as_deref(), Some("east"));
         assert!(!item.is_held(Clock::system().now_ns()));
     }
 
     #[tokio::test]
     async fn held_key_is_skipped_without_running_the_command() {
+        let _one_at_a_time = CHILDREN.lock().await;
         let store = MemoryStore::new();
-        let now = Clock::system().now_ns();
-        store.put(LockRecord {
-            key: "k".into(),
-            owner: Some("other".into()),
-            run: Some("their-run".into()),
-            fence: Some(7),
-            expire_ns: Some(now + 60_000_000_000),
-            ..Default::default()
-        });
+        go(&store, config(&["true"], 30_000, None)).await;
+        let mut held = store.item("k").unwrap();
+        held.run = Some("their-run".into());
+        held.expire_ns = Some(Clock::system().now_ns() + 60_000_000_000);
+        store.put(held.clone());
         let marker = std::env::temp_dir().join(format!("lock-exec-unit-{}", std::process::id()));
-        let outcome = go(&store, config(&["touch", marker.to_str().unwrap()], 30_000)).await;
-        assert_eq!(outcome, RunOutcome::Locked);
+        let report = go(
+            &store,
+            config(&["touch", marker.to_str().unwrap()], 30_000, None),
+        )
+        .await;
+        assert!(matches!(
+            report.outcome,
+            RunOutcome::Skipped(Refusal::Held(Some(_)))
+        ));
         assert!(!marker.exists());
-        assert_eq!(store.requests(), 1);
         assert_eq!(
-            store.item("k").unwrap().fence,
-            Some(7),
+            store.item("k").unwrap(),
+            held,
             "the holder's item is untouched"
         );
     }
 
     #[tokio::test]
     async fn outage_stops_the_command_before_its_lease_ends() {
+        let _one_at_a_time = CHILDREN.lock().await;
         let store = MemoryStore::new();
         let s = store.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
             s.set_mode(Mode::Hang);
         });
-        let started = Instant::now();
-        let outcome = go(&store, config(&["sleep", "30"], 2_000)).await;
-        assert_eq!(outcome, RunOutcome::LeaseLost);
-        let item = store.item("k").unwrap();
-        let lease_end = item.expire_ns.unwrap();
+        let report = go(&store, config(&["sleep", "60"], 5_000, None)).await;
+        let died = Clock::system().now_ns();
         assert!(
-            Clock::system().now_ns() < lease_end,
-            "the command outlived the lease"
+            matches!(report.outcome, RunOutcome::LeaseLost(_)),
+            "{report:?}"
         );
-        assert!(started.elapsed() < Duration::from_secs(3));
+        let lease_end = store.item("k").unwrap().expire_ns.unwrap();
+        // Lease 5 s: the command is dead skew + margin (750 ms) before the stored end; the
+        // run returned after that, so it is an upper bound of the death.
+        assert!(
+            died < lease_end,
+            "the command outlived the lease by {} ms",
+            (died - lease_end) / 1_000_000
+        );
     }
 
     #[tokio::test]
-    async fn force_unlock_mid_run_is_a_lost_lease() {
+    async fn revoked_mid_run_is_a_lost_lease_and_frees_the_key_early() {
+        let _one_at_a_time = CHILDREN.lock().await;
         let store = MemoryStore::new();
         let s = store.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            s.force_release("k", Clock::system().now_ns())
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let seen = s.item("k").unwrap();
+            s.force(&seen, Force::Revoke, Clock::system().now_ns())
                 .await
                 .unwrap();
         });
-        let outcome = go(&store, config(&["sleep", "30"], 1_500)).await;
-        assert_eq!(outcome, RunOutcome::LeaseLost);
+        let report = go(&store, config(&["sleep", "60"], 3_000, None)).await;
+        assert!(
+            matches!(report.outcome, RunOutcome::LeaseLost(_)),
+            "{report:?}"
+        );
+        let item = store.item("k").unwrap();
+        assert!(
+            !item.is_held(Clock::system().now_ns()),
+            "freed once the command was dead"
+        );
+    }
+
+    #[tokio::test]
+    async fn slot_is_completed_once_and_a_second_run_skips() {
+        let _one_at_a_time = CHILDREN.lock().await;
+        let store = MemoryStore::new();
+        let slot = Some(Slot {
+            n: 29_000_000,
+            retry_failed: false,
+        });
+        let first = go(&store, config(&["sh", "-c", "exit 2"], 30_000, slot)).await;
+        assert_eq!(first.outcome, RunOutcome::Ran(ChildStatus::Exited(2)));
+        let again = go(&store, config(&["true"], 30_000, slot)).await;
+        assert!(
+            matches!(again.outcome, RunOutcome::Skipped(Refusal::SlotDone(_))),
+            "{again:?}"
+        );
+        let older = go(
+            &store,
+            config(
+                &["true"],
+                30_000,
+                Some(Slot {
+                    n: 28_999_999,
+                    retry_failed: false,
+                }),
+            ),
+        )
+        .await;
+        assert!(matches!(
+            older.outcome,
+            RunOutcome::Skipped(Refusal::SlotDone(_))
+        ));
+        // A run without a slot works as before and keeps the done slot.
+        let plain = go(&store, config(&["true"], 30_000, None)).await;
+        assert_eq!(plain.outcome, RunOutcome::Ran(ChildStatus::Exited(0)));
+        assert_eq!(
+            store.item("k").unwrap().done_slot,
+            crate::lock::Whole::Valid(29_000_000)
+        );
     }
 
     #[tokio::test]
     async fn min_hold_keeps_the_key_after_the_command() {
+        let _one_at_a_time = CHILDREN.lock().await;
         let store = MemoryStore::new();
-        let mut cfg = config(&["true"], 30_000);
-        cfg.timing.min_hold = Duration::from_secs(60);
-        assert_eq!(
-            go(&store, cfg).await,
-            RunOutcome::Exited(ChildStatus::Exited(0))
-        );
+        let mut cfg = config(&["true"], 30_000, None);
+        cfg.request.timing.min_hold = Duration::from_secs(60);
+        let report = go(&store, cfg).await;
+        assert_eq!(report.outcome, RunOutcome::Ran(ChildStatus::Exited(0)));
         let item = store.item("k").unwrap();
         assert_eq!(
             item.expire_ns,
@@ -466,9 +540,14 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_program_exits_127_through_the_reaper() {
+        let _one_at_a_time = CHILDREN.lock().await;
         let store = MemoryStore::new();
-        let outcome = go(&store, config(&["/nonexistent/lock-exec-test"], 30_000)).await;
-        assert_eq!(outcome, RunOutcome::Exited(ChildStatus::Exited(127)));
+        let report = go(
+            &store,
+            config(&["/nonexistent/lock-exec-test"], 30_000, None),
+        )
+        .await;
+        assert_eq!(report.outcome, RunOutcome::Ran(ChildStatus::Exited(127)));
         assert!(!store.item("k").unwrap().is_held(Clock::system().now_ns()));
     }
 }

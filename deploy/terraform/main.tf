@@ -39,17 +39,43 @@ resource "aws_dynamodb_table" "lock" {
   tags = var.tags
 }
 
+# Only the calls lock-exec run/unlock/status make. With key_prefixes, only keys that
+# start with one of them: one team's jobs cannot lock or unlock another's.
 data "aws_iam_policy_document" "run" {
   statement {
     sid = "LockExecRunUnlockStatus"
     actions = [
       "dynamodb:GetItem",
-      "dynamodb:PutItem",
       "dynamodb:UpdateItem",
-      "dynamodb:DeleteItem",
     ]
     resources = [aws_dynamodb_table.lock.arn]
+
+    dynamic "condition" {
+      for_each = length(var.key_prefixes) > 0 ? [1] : []
+      content {
+        test     = "ForAllValues:StringLike"
+        variable = "dynamodb:LeadingKeys"
+        values   = [for p in var.key_prefixes : "${p}*"]
+      }
+    }
   }
+}
+
+# `lock-exec list` scans the whole table; a LeadingKeys condition cannot limit a Scan,
+# so this is a separate policy for operators, never for jobs.
+data "aws_iam_policy_document" "list" {
+  statement {
+    sid       = "LockExecList"
+    actions   = ["dynamodb:Scan"]
+    resources = [aws_dynamodb_table.lock.arn]
+  }
+}
+
+resource "aws_iam_policy" "list" {
+  name        = "${var.table_name}-list"
+  description = "lock-exec list on the ${var.table_name} table (operators)"
+  policy      = data.aws_iam_policy_document.list.json
+  tags        = var.tags
 }
 
 resource "aws_iam_policy" "run" {

@@ -18,6 +18,11 @@ output "run_policy_arn" {
   value       = aws_iam_policy.run.arn
 }
 
+output "list_policy_arn" {
+  description = "ARN of the IAM policy that lock-exec list needs (Scan); for operators, not jobs."
+  value       = aws_iam_policy.list.arn
+}
+
 output "irsa_role_arns" {
   description = "IRSA role ARN per cluster: the chart's serviceAccount.annotations \"eks.amazonaws.com/role-arn\"."
   value       = { for name, role in aws_iam_role.irsa : name => role.arn }

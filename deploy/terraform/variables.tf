@@ -22,6 +22,12 @@ variable "policy_name" {
   default     = ""
 }
 
+variable "key_prefixes" {
+  description = "Limit the run policy to keys starting with one of these (dynamodb:LeadingKeys), e.g. [\"team-a/\"]. Empty: every key of the table."
+  type        = list(string)
+  default     = []
+}
+
 variable "irsa_roles" {
   description = <<-EOT
     IAM roles for service accounts (IRSA), one per EKS cluster, keyed by a name

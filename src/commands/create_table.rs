@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::types::{
 };
 
 use crate::error::Error;
-use crate::exit;
+use crate::exit::Outcome;
 use crate::lock::dynamo::{classify, DynamoStore};
 use crate::lock::StoreError;
 
@@ -18,10 +18,9 @@ use crate::lock::StoreError;
 const ACTIVE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Creates the table and turns on TTL.
-pub async fn create_table(store: &DynamoStore) -> Result<u8, Error> {
+pub(super) async fn create_table(store: &DynamoStore) -> Result<Outcome, Error> {
     let client = store.client();
     let table = store.table();
-    let build = |e: aws_sdk_dynamodb::error::BuildError| Error::Usage(e.to_string());
     let res = client
         .create_table()
         .table_name(table)
@@ -31,14 +30,14 @@ pub async fn create_table(store: &DynamoStore) -> Result<u8, Error> {
                 .attribute_name("key")
                 .key_type(KeyType::Hash)
                 .build()
-                .map_err(build)?,
+                .expect("name and type are set"),
         )
         .attribute_definitions(
             AttributeDefinition::builder()
                 .attribute_name("key")
                 .attribute_type(ScalarAttributeType::S)
                 .build()
-                .map_err(build)?,
+                .expect("name and type are set"),
         )
         .send()
         .await;
@@ -79,9 +78,7 @@ pub async fn create_table(store: &DynamoStore) -> Result<u8, Error> {
             break;
         }
         if started.elapsed() > ACTIVE_TIMEOUT {
-            return Err(Error::Usage(format!(
-                "table '{table}' did not become ACTIVE within 2 minutes"
-            )));
+            return Err(Error::TableNotActive(table.to_string()));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -90,7 +87,7 @@ pub async fn create_table(store: &DynamoStore) -> Result<u8, Error> {
         .attribute_name("ttl")
         .enabled(true)
         .build()
-        .map_err(build)?;
+        .expect("name and flag are set");
     match client
         .update_time_to_live()
         .table_name(table)
@@ -126,5 +123,5 @@ pub async fn create_table(store: &DynamoStore) -> Result<u8, Error> {
             }
         }
     }
-    Ok(exit::SUCCESS)
+    Ok(Outcome::Done)
 }

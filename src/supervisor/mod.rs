@@ -28,7 +28,7 @@ use crate::exit::ChildStatus;
 /// the process that caused them, SIGPIPE (raised by our own writes to a closed log pipe,
 /// not sent to us; Rust ignores it) and SIGTTIN/SIGTTOU (ignored, as tini does, so that
 /// lock-exec can log and hand the terminal over from a background process group).
-pub const FORWARDED: &[Signal] = &[
+pub(crate) const FORWARDED: &[Signal] = &[
     Signal::SIGHUP,
     Signal::SIGINT,
     Signal::SIGQUIT,
@@ -50,7 +50,7 @@ pub const FORWARDED: &[Signal] = &[
 
 /// Whether a signal asks the whole container to stop (forwarded, then lock-exec waits
 /// for the child to exit before releasing the lock).
-pub fn is_shutdown(sig: Signal) -> bool {
+pub(crate) fn is_shutdown(sig: Signal) -> bool {
     matches!(
         sig,
         Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP | Signal::SIGQUIT
@@ -59,7 +59,7 @@ pub fn is_shutdown(sig: Signal) -> bool {
 
 /// What the supervisor reports to the run loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
+pub(crate) enum Event {
     /// lock-exec received this signal; the run loop decides what to do with it.
     Signal(Signal),
     /// The main child ended.
@@ -68,15 +68,15 @@ pub enum Event {
 
 /// The command to run: argv and the complete environment.
 #[derive(Debug, Clone)]
-pub struct ChildCommand {
+pub(crate) struct ChildCommand {
     /// Program and arguments; the program is looked up on the child's PATH.
-    pub argv: Vec<OsString>,
+    pub(crate) argv: Vec<OsString>,
     /// The child's environment.
-    pub env: Vec<(OsString, OsString)>,
+    pub(crate) env: Vec<(OsString, OsString)>,
 }
 
 /// Owns the signal handlers, the child and every wait.
-pub struct Supervisor {
+pub(crate) struct Supervisor {
     /// Handlers for [`FORWARDED`], installed before anything else can go wrong: as PID 1,
     /// a signal without a handler is silently dropped by the kernel.
     signals: Vec<(Signal, tokio::signal::unix::Signal)>,
@@ -88,11 +88,14 @@ pub struct Supervisor {
     exited: Option<ChildStatus>,
     /// Whether the main child's exit has been reported.
     reported: bool,
+    /// The watchdog that kills the command's group if lock-exec dies (not as PID 1,
+    /// where the kernel kills the whole namespace with us).
+    watchdog: Option<Pid>,
 }
 
 impl Supervisor {
     /// Installs the signal handlers and registers as subreaper.
-    pub fn new() -> io::Result<Self> {
+    pub(crate) fn new() -> io::Result<Self> {
         let mut signals = Vec::with_capacity(FORWARDED.len());
         for &sig in FORWARDED {
             signals.push((sig, signal(SignalKind::from_raw(sig as i32))?));
@@ -108,22 +111,28 @@ impl Supervisor {
             child: None,
             exited: None,
             reported: false,
+            watchdog: None,
         })
     }
 
-    /// Starts the main child in its own process group.
-    pub fn spawn(&mut self, cmd: &ChildCommand) -> io::Result<u32> {
+    /// Starts the main child in its own process group, and the watchdog that kills that
+    /// group should lock-exec die first.
+    pub(crate) fn spawn(&mut self, cmd: &ChildCommand) -> io::Result<u32> {
         let exec = sys::PreparedExec::new(&cmd.argv, &cmd.env)?;
-        if !exec.path().is_absolute() && !exec.path().exists() {
-            tracing::warn!(program = %exec.path().display(), "command not found on PATH");
-        }
         let pid = sys::spawn(&exec)?;
         self.child = Some(pid);
+        if std::process::id() != 1 {
+            match sys::spawn_watchdog(pid) {
+                Ok(w) => self.watchdog = Some(w),
+                Err(e) => tracing::warn!(error = %e,
+                    "cannot start the watchdog; if lock-exec is killed, processes the command started may outlive it"),
+            }
+        }
         Ok(pid.as_raw() as u32)
     }
 
     /// The next event: a received signal, or the main child's exit (reported once).
-    pub async fn next(&mut self) -> Event {
+    pub(crate) async fn next(&mut self) -> Event {
         loop {
             self.reap();
             if let Some(status) = self.exited.take() {
@@ -139,7 +148,7 @@ impl Supervisor {
     }
 
     /// A signal that has arrived but not been handled, without waiting.
-    pub fn pending_signal(&mut self) -> Option<Signal> {
+    pub(crate) fn pending_signal(&mut self) -> Option<Signal> {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         match Pin::new(&mut AnySignal(&mut self.signals)).poll(&mut cx) {
             Poll::Ready(sig) => Some(sig),
@@ -148,12 +157,12 @@ impl Supervisor {
     }
 
     /// Waits for a signal (while no child runs, e.g. when waiting for the lock).
-    pub async fn next_signal(&mut self) -> Signal {
+    pub(crate) async fn next_signal(&mut self) -> Signal {
         AnySignal(&mut self.signals).await
     }
 
     /// Sends `sig` to the main child's process group.
-    pub fn signal_child(&self, sig: Signal) {
+    pub(crate) fn signal_child(&self, sig: Signal) {
         if let Some(pgid) = self.child {
             if !self.reported && self.exited.is_none() {
                 sys::signal_group(pgid, sig);
@@ -161,75 +170,82 @@ impl Supervisor {
         }
     }
 
-    /// After the main child ended: stops whatever it left behind (its process group and
-    /// orphans re-parented to us), SIGTERM first and SIGKILL after `grace`, and reaps them
-    /// all. The lock is only released after this, so nothing of the job outlives it.
-    /// Returns how many processes were left.
-    pub async fn stop_leftovers(&mut self, grace: Duration) -> usize {
+    /// After the main child ended: stops everything of ours that is left (the command's
+    /// process group, and every process re-parented to us, also those adopted late, when
+    /// their own parent dies), SIGTERM first and SIGKILL from `kill_at` on, and reaps them.
+    /// The lock is only released after this, so nothing of the job outlives it. Gives up
+    /// (and says so) 5 s after SIGKILL, which only a process stuck in the kernel survives.
+    pub(crate) async fn stop_leftovers(&mut self, kill_at: Instant) {
         sys::reclaim_tty();
-        // No children at all (ECHILD): as subreaper, every descendant still running would
-        // be our child by now, so nothing is left and /proc need not be scanned.
-        if self.reap() {
-            return 0;
-        }
-        let left = self.leftovers();
-        if left.is_empty() {
-            return 0;
-        }
-        let count = left.len();
-        tracing::info!(
-            count,
-            "the command left processes behind; stopping them before releasing the lock"
-        );
-        self.signal_leftovers(Signal::SIGTERM);
-        if self.wait_all_gone(Instant::now() + grace).await {
-            return count;
-        }
-        tracing::warn!(grace = %humantime::format_duration(grace), "leftover processes ignored SIGTERM; sending SIGKILL");
-        self.signal_leftovers(Signal::SIGKILL);
-        // SIGKILL cannot be ignored; this bound only guards against D-state processes.
-        if !self
-            .wait_all_gone(Instant::now() + Duration::from_secs(5))
-            .await
-        {
-            tracing::error!("processes still alive 5 s after SIGKILL (uninterruptible sleep?)");
-        }
-        count
-    }
-
-    fn leftovers(&self) -> Vec<Pid> {
-        sys::live_children()
-    }
-
-    fn signal_leftovers(&self, sig: Signal) {
-        if let Some(pgid) = self.child {
-            sys::signal_group(pgid, sig);
-        }
-        for pid in self.leftovers() {
-            sys::signal_pid(pid, sig);
-        }
-    }
-
-    /// Reaps until no children remain or `until` passes; true when none remain.
-    async fn wait_all_gone(&mut self, until: Instant) -> bool {
+        let give_up = kill_at.max(Instant::now()) + Duration::from_secs(5);
+        let mut seen: Vec<Pid> = Vec::new();
+        let mut term_sent: Vec<Pid> = Vec::new();
+        let mut group_signalled: Option<Signal> = None;
         loop {
-            if self.reap() {
-                return true;
+            self.reap();
+            let left: Vec<Pid> = sys::live_children()
+                .into_iter()
+                .filter(|p| Some(*p) != self.watchdog)
+                .collect();
+            // Members of the command's group that are not our children (their parent in
+            // the group still runs) are reached through the group.
+            let group_alive = self.child.is_some_and(sys::group_exists);
+            if left.is_empty() && !group_alive {
+                break;
+            }
+            if seen.is_empty() {
+                tracing::info!(
+                    "the command left processes behind; stopping them before releasing the lock"
+                );
+            }
+            for p in &left {
+                if !seen.contains(p) {
+                    seen.push(*p);
+                }
+            }
+            let sig = if Instant::now() >= kill_at {
+                Signal::SIGKILL
+            } else {
+                Signal::SIGTERM
+            };
+            if let Some(pgid) = self.child {
+                if group_signalled != Some(sig) {
+                    sys::signal_group(pgid, sig);
+                    group_signalled = Some(sig);
+                }
+            }
+            for p in &left {
+                if sig == Signal::SIGKILL || !term_sent.contains(p) {
+                    sys::signal_pid(*p, sig);
+                    term_sent.push(*p);
+                }
+            }
+            if Instant::now() >= give_up {
+                tracing::error!(
+                    count = left.len(),
+                    "processes still alive 5 s after SIGKILL (stuck in the kernel?); releasing anyway"
+                );
+                break;
             }
             tokio::select! {
                 _ = self.sigchld.recv() => {}
-                // Polling too: a process in our group that is not our child sends no SIGCHLD.
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                _ = tokio::time::sleep_until(until) => return self.reap(),
+                // Polling too: a member of the group that is not our child sends no SIGCHLD.
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
             }
+        }
+        if !seen.is_empty() {
+            tracing::info!(count = seen.len(), "leftover processes stopped");
+        }
+        if let Some(w) = self.watchdog.take() {
+            sys::kill_and_reap(w);
         }
     }
 
-    /// Reaps every exited child; returns true when we have no children left at all.
-    fn reap(&mut self) -> bool {
+    /// Reaps every exited child, recording the main child's status.
+    fn reap(&mut self) {
         loop {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => return false,
+                Ok(WaitStatus::StillAlive) => return,
                 Ok(status) => {
                     let Some(pid) = status.pid() else { continue };
                     let child_status = match status {
@@ -239,6 +255,10 @@ impl Supervisor {
                     };
                     if Some(pid) == self.child && !self.reported {
                         self.exited = Some(child_status);
+                    } else if Some(pid) == self.watchdog {
+                        // It only exits when killed; without it the group is unguarded.
+                        tracing::warn!(status = child_status.code(), "the watchdog ended");
+                        self.watchdog = None;
                     } else {
                         tracing::debug!(
                             pid = pid.as_raw(),
@@ -249,7 +269,7 @@ impl Supervisor {
                 }
                 Err(nix::errno::Errno::EINTR) => continue,
                 // ECHILD: nothing left to wait for.
-                Err(_) => return true,
+                Err(_) => return,
             }
         }
     }

@@ -6,12 +6,13 @@ use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use nix::errno::Errno;
 use nix::libc;
 use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
 use nix::unistd::{AccessFlags, Pid};
+
+use crate::exit;
 
 /// An exec prepared in the parent, so the forked child only makes async-signal-safe calls
 /// (no allocation, no PATH search, no formatting) between fork and exec.
@@ -32,6 +33,8 @@ pub struct PreparedExec {
     not_exec_msg: Vec<u8>,
     /// Whether the child should take the terminal's foreground process group.
     take_tty: bool,
+    /// Our pid: the child checks it is still our child after arming its death signal.
+    parent: libc::pid_t,
 }
 
 // The raw pointers only point into the CStrings owned by the same struct.
@@ -88,12 +91,8 @@ impl PreparedExec {
             )
             .into_bytes(),
             take_tty: foreground_tty(),
+            parent: nix::unistd::getpid().as_raw(),
         })
-    }
-
-    /// The path that will be executed.
-    pub fn path(&self) -> &Path {
-        Path::new(OsStr::from_bytes(self.path.as_bytes()))
     }
 }
 
@@ -134,35 +133,59 @@ fn foreground_tty() -> bool {
 /// default and an empty signal mask. Exec failures end the child with 127 (not found) or
 /// 126 (not executable), so they reach the parent through the reaper like any exit.
 pub fn spawn(exec: &PreparedExec) -> io::Result<Pid> {
-    // Block everything across fork so no handler of ours runs in the child before it
-    // resets dispositions (tini does the same).
-    let mut old = SigSet::empty();
-    pthread_sigmask(
-        SigmaskHow::SIG_SETMASK,
-        Some(&SigSet::all()),
-        Some(&mut old),
-    )?;
-    // SAFETY: the child branch only calls async-signal-safe functions on memory prepared
-    // before the fork, then execs or exits.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        unsafe { exec_child(exec) }
-    }
-    let fork_err = io::Error::last_os_error();
-    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
-    if pid < 0 {
-        return Err(fork_err);
-    }
-    let pid = Pid::from_raw(pid);
+    // SAFETY: the child only calls async-signal-safe functions on memory prepared before
+    // the fork, then execs or exits.
+    let pid = unsafe { fork_blocked(|| exec_child(exec)) }?;
     // Also set the group from the parent: whichever runs first wins, so a signal we
     // forward right after spawn always finds the group. EACCES after exec is harmless.
     let _ = nix::unistd::setpgid(pid, pid);
     Ok(pid)
 }
 
+/// Forks with every signal blocked across the fork, so no handler of ours runs in the
+/// child before it sets its own (tini does the same); the parent's mask is restored.
+///
+/// # Safety
+/// `child` runs in the child of a multi-threaded process: it may only make
+/// async-signal-safe calls on memory prepared before the fork, and must not return.
+unsafe fn fork_blocked(child: impl FnOnce()) -> io::Result<Pid> {
+    let mut old = SigSet::empty();
+    pthread_sigmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut old),
+    )?;
+    let pid = libc::fork();
+    if pid == 0 {
+        child();
+        // `child` does not return; should it ever, the child must not go on as a copy of us.
+        libc::_exit(exit::FAILURE.into());
+    }
+    let fork_err = io::Error::last_os_error();
+    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+    if pid < 0 {
+        return Err(fork_err);
+    }
+    Ok(Pid::from_raw(pid))
+}
+
 /// The forked child: only async-signal-safe calls from here on.
 unsafe fn exec_child(exec: &PreparedExec) -> ! {
     libc::setpgid(0, 0);
+    // The command must never outlive lock-exec: if lock-exec dies (SIGKILL, OOM, abort)
+    // the kernel kills the command. The signal follows the *thread* that forked, which is
+    // the main thread (the runtime is single-threaded). If lock-exec died before this
+    // call, the signal will never come: do not start the command at all.
+    libc::prctl(
+        libc::PR_SET_PDEATHSIG,
+        libc::SIGKILL as libc::c_ulong,
+        0,
+        0,
+        0,
+    );
+    if libc::getppid() != exec.parent {
+        libc::_exit(exit::FAILURE.into());
+    }
     if exec.take_tty {
         // SIGTTOU is blocked, so a background group may take the terminal.
         libc::tcsetpgrp(0, libc::getpid());
@@ -192,12 +215,12 @@ unsafe fn exec_child(exec: &PreparedExec) -> ! {
     );
     let errno = *libc::__errno_location();
     let (msg, code) = if errno == libc::ENOENT || errno == libc::ENOTDIR {
-        (&exec.not_found_msg, 127)
+        (&exec.not_found_msg, exit::NOT_FOUND)
     } else {
-        (&exec.not_exec_msg, 126)
+        (&exec.not_exec_msg, exit::NOT_EXECUTABLE)
     };
     libc::write(2, msg.as_ptr().cast(), msg.len());
-    libc::_exit(code)
+    libc::_exit(code.into())
 }
 
 /// Takes the terminal back for our own group after the child ends, if it had it.
@@ -226,12 +249,15 @@ pub fn ignore_terminal_stops() -> io::Result<()> {
 }
 
 /// Sends `sig` to process group `pgid`; a group that is already gone is not an error.
-pub fn signal_group(pgid: Pid, sig: Signal) -> bool {
-    match nix::sys::signal::killpg(pgid, sig) {
-        Ok(()) => true,
-        Err(Errno::ESRCH) => false,
-        Err(_) => false,
-    }
+pub fn signal_group(pgid: Pid, sig: Signal) {
+    let _ = nix::sys::signal::killpg(pgid, sig);
+}
+
+/// Whether any process is left in group `pgid`.
+pub fn group_exists(pgid: Pid) -> bool {
+    // Signal 0 checks for existence; a group of zombies only (already ours to reap) is
+    // reported as existing too, and the next reap clears it.
+    nix::sys::signal::killpg(pgid, None).is_ok()
 }
 
 /// Sends `sig` to one process.
@@ -247,27 +273,103 @@ pub fn become_subreaper() -> io::Result<()> {
     nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)
 }
 
-/// Our direct children that are still alive (not zombies), read from /proc.
+/// Our direct children that are still alive (not zombies), from each thread's
+/// `/proc/self/task/<tid>/children` (cheap), or a scan of all of /proc where the kernel
+/// lacks those files.
 pub fn live_children() -> Vec<Pid> {
-    let me = std::process::id().to_string();
+    let mut found = Vec::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return scan_children();
+    };
+    for task in tasks.flatten() {
+        match std::fs::read_to_string(task.path().join("children")) {
+            Ok(list) => found.extend(
+                list.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok())
+                    .filter(|&p| state_and_parent(p).is_some_and(|(state, _)| state != 'Z'))
+                    .map(Pid::from_raw),
+            ),
+            Err(_) => return scan_children(),
+        }
+    }
+    found
+}
+
+/// Our direct children that are still alive, from a scan of every process in /proc.
+fn scan_children() -> Vec<Pid> {
+    let me = std::process::id() as i32;
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            // Fields after the command name, which may contain spaces and parentheses.
-            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-                return false;
-            };
-            let mut fields = rest.split_whitespace();
-            let state = fields.next();
-            let ppid = fields.next();
-            ppid == Some(me.as_str()) && state != Some("Z")
+        .filter(|&pid| {
+            state_and_parent(pid).is_some_and(|(state, ppid)| ppid == me && state != 'Z')
         })
         .map(Pid::from_raw)
         .collect()
+}
+
+/// A process's state letter and parent pid, from /proc/PID/stat.
+fn state_and_parent(pid: i32) -> Option<(char, i32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may contain spaces and parentheses.
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// Starts the watchdog: a forked copy of lock-exec that does nothing until lock-exec
+/// dies, then SIGKILLs the command's process group. The command's own death signal
+/// (above) covers the command; this covers what it started in its group (`sh -c 'a; b'`
+/// runs `a` as a grandchild), which a death signal does not reach. It blocks every
+/// signal but SIGKILL, holds no file descriptor, and lives in a group of its own.
+pub fn spawn_watchdog(group: Pid) -> io::Result<Pid> {
+    let parent = nix::unistd::getpid().as_raw();
+    // SAFETY: the child only makes async-signal-safe calls (prctl, getppid, close,
+    // sigwaitinfo, kill, _exit) on values prepared before the fork, and never returns.
+    unsafe { fork_blocked(|| watchdog(parent, group.as_raw())) }
+}
+
+/// The watchdog process. Every signal is blocked (inherited from the fork).
+unsafe fn watchdog(parent: libc::pid_t, group: libc::pid_t) -> ! {
+    libc::setpgid(0, 0);
+    libc::prctl(
+        libc::PR_SET_NAME,
+        c"lock-exec-watch".as_ptr() as libc::c_ulong,
+        0,
+        0,
+        0,
+    );
+    // Pipes held open here would keep a reader of lock-exec's output waiting.
+    if libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) != 0 {
+        for fd in 0..4096 {
+            libc::close(fd);
+        }
+    }
+    libc::prctl(
+        libc::PR_SET_PDEATHSIG,
+        libc::SIGUSR1 as libc::c_ulong,
+        0,
+        0,
+        0,
+    );
+    let mut wake: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut wake);
+    libc::sigaddset(&mut wake, libc::SIGUSR1);
+    // Checked after arming the signal, so a death before it is not missed; any other
+    // sender of SIGUSR1 finds lock-exec still our parent and is ignored.
+    while libc::getppid() == parent {
+        libc::sigwaitinfo(&wake, std::ptr::null_mut());
+    }
+    libc::kill(-group, libc::SIGKILL);
+    libc::_exit(0)
+}
+
+/// SIGKILLs and reaps one child of ours (the watchdog).
+pub fn kill_and_reap(pid: Pid) {
+    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(pid, None);
 }

@@ -107,7 +107,7 @@ async fn waiters_all_run_without_overlap(b: Backend) {
     let v = intervals(&log);
     assert_eq!(v.len(), RACERS);
     assert_no_overlap(&v);
-    assert_eq!(env.item("queue").await.unwrap().fence, Some(RACERS as u64));
+    assert_eq!(env.item("queue").await.unwrap().fence, Some(RACERS as i64));
 }
 
 /// Opt-in soak (`make soak`): minutes of rounds with random SIGKILLs of holders and random

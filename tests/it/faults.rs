@@ -1,7 +1,6 @@
 //! Faults between lock-exec and DynamoDB, injected by the harness's TCP proxy: lost
 //! responses, slow and throttling servers, restarts, and a contender whose clock is ahead.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::both;
@@ -29,11 +28,7 @@ async fn lost_acquire_response_runs_once(b: Backend) {
         ])
         .output()
         .await;
-    assert_eq!(
-        proxy.dropped.load(Ordering::SeqCst),
-        1,
-        "the fault did not trigger"
-    );
+    assert_eq!(proxy.fired(), 1, "the fault did not trigger");
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert_eq!(out.stdout, "ran with fence 1\n", "{}", out.stderr);
     assert!(!out.stderr.contains("key is locked"), "{}", out.stderr);
@@ -56,11 +51,7 @@ async fn lost_release_response_is_retried(b: Backend) {
     proxy.set(Fault::DropResponse);
     std::fs::write(&go, "").unwrap();
     let out = holder.running.wait().await;
-    assert_eq!(
-        proxy.dropped.load(Ordering::SeqCst),
-        1,
-        "the fault did not trigger"
-    );
+    assert_eq!(proxy.fired(), 1, "the fault did not trigger");
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(out.stderr.contains("lock released"), "{}", out.stderr);
     assert!(
@@ -73,12 +64,23 @@ async fn lost_release_response_is_retried(b: Backend) {
 async fn slow_server_keeps_the_lease() {
     let env = Env::new(Backend::Dynalite).await;
     let proxy = Proxy::start(env.server.port).await;
-    proxy.set_delay(Duration::from_secs(2));
-    // Heartbeat 4 s, renewals answered after 2 s, SIGTERM due 6.75 s after the last
-    // renewal was sent: each renewal lands in time; two of them during the 9 s run.
+    proxy.set(Fault::DelayResponses(Duration::from_secs(2)));
+    // Lease 14 s, heartbeat 3 s, grace 4.67 s: a renewal attempt may take half of the
+    // 5.08 s between a due renewal and SIGTERM, 2.54 s; answered after 2 s, each renewal
+    // lands in time: two of them during the 9 s run.
     let out = LockExec::new(&proxy.endpoint(), &env.table)
         .env("LOCK_EXEC_LOG", "debug")
-        .args(["run", "k", "--lease", "12s", "--", "sleep", "9"])
+        .args([
+            "run",
+            "k",
+            "--lease",
+            "14s",
+            "--heartbeat",
+            "3s",
+            "--",
+            "sleep",
+            "9",
+        ])
         .output()
         .await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
@@ -221,7 +223,7 @@ async fn contender_clock_ahead_within_allowance_never_overlaps() {
             "--wait",
             "30s",
             "--lease",
-            "400ms",
+            "1s",
             "--",
             "sh",
             "-c",

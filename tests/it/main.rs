@@ -8,4 +8,5 @@ mod contention;
 mod faults;
 mod packaging;
 mod protocol;
+mod safety;
 mod supervisor;

@@ -81,14 +81,19 @@ async fn rendered_cronjob_command_locks_the_key_and_runs_the_job() {
     );
 }
 
+/// `lock-exec install DIR`.
+async fn install(dir: &std::path::Path) -> Output {
+    LockExec::new("http://127.0.0.1:9", "t")
+        .args(["install"])
+        .arg_path(dir)
+        .output()
+        .await
+}
+
 #[tokio::test]
 async fn install_copies_a_working_binary() {
     let dir = TempDir::new();
-    let out = LockExec::new("http://127.0.0.1:9", "t")
-        .args(["install"])
-        .arg_path(dir.path())
-        .output()
-        .await;
+    let out = install(dir.path()).await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let copied = dir.file("lock-exec");
     let v = Command::new(&copied).arg("version").output().unwrap();
@@ -96,10 +101,7 @@ async fn install_copies_a_working_binary() {
         String::from_utf8_lossy(&v.stdout),
         format!("lock-exec {}\n", env!("CARGO_PKG_VERSION"))
     );
-    let out = LockExec::new("http://127.0.0.1:9", "t")
-        .args(["install", "/nonexistent/dir"])
-        .output()
-        .await;
+    let out = install(std::path::Path::new("/nonexistent/dir")).await;
     assert_eq!(out.code, Some(125));
     assert!(out.stderr.contains("not a directory"), "{}", out.stderr);
 }
@@ -134,4 +136,54 @@ async fn chosen_ca_bundle_stays_out_of_the_command_environment() {
         "{}",
         out.stderr
     );
+}
+
+/// Issue #9.10: `install` into a shared directory where someone planted symlinks under
+/// every name it writes (its temp names included): nothing outside is written or chmod-ed,
+/// and the results are regular files.
+#[tokio::test]
+async fn install_never_writes_through_planted_links() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let dir = TempDir::new();
+    let outside = TempDir::new();
+    let victims: Vec<_> = ["bin", "ca", "tmp"]
+        .iter()
+        .map(|n| {
+            let p = outside.file(n);
+            std::fs::write(&p, "precious").unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            p
+        })
+        .collect();
+    symlink(&victims[0], dir.file("lock-exec")).unwrap();
+    symlink(&victims[1], dir.file("ca-certificates.crt")).unwrap();
+    symlink(&victims[2], dir.file(".lock-exec.tmp")).unwrap();
+    let out = install(dir.path()).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    for v in &victims {
+        assert_eq!(
+            std::fs::read_to_string(v).unwrap(),
+            "precious",
+            "{v:?} written"
+        );
+        let mode = std::fs::metadata(v).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{v:?} chmod-ed");
+    }
+    let installed = std::fs::symlink_metadata(dir.file("lock-exec")).unwrap();
+    assert!(installed.is_file(), "the planted link is still there");
+    assert_eq!(installed.permissions().mode() & 0o777, 0o755);
+    let v = std::process::Command::new(dir.file("lock-exec"))
+        .arg("version")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&v.stdout).starts_with("lock-exec "));
+    let ca = std::fs::symlink_metadata(dir.file("ca-certificates.crt")).unwrap();
+    assert!(ca.is_file() && ca.len() > 1000, "{ca:?}");
+    // No temporary file is left behind.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".tmp") && n != ".lock-exec.tmp")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }

@@ -177,6 +177,7 @@ async fn wait_runs_after_the_holder(b: Backend) {
         .output()
         .await;
     assert_eq!(out.code, Some(0));
+    // A wait that runs out is not a skip: 75 by default, or --wait-exit-code.
     let out = env
         .cmd([
             "run",
@@ -190,7 +191,22 @@ async fn wait_runs_after_the_holder(b: Backend) {
         ])
         .output()
         .await;
-    assert_eq!(out.code, Some(3), "{}", out.stderr);
+    assert_eq!(out.code, Some(75), "{}", out.stderr);
+    assert!(out.stderr.contains("gave up waiting"), "{}", out.stderr);
+    let out = env
+        .cmd([
+            "run",
+            "k",
+            "--wait",
+            "300ms",
+            "--wait-exit-code",
+            "9",
+            "--",
+            "true",
+        ])
+        .output()
+        .await;
+    assert_eq!(out.code, Some(9), "{}", out.stderr);
 }
 
 async fn min_hold_keeps_the_key_after_the_command(b: Backend) {
@@ -243,7 +259,7 @@ async fn unlock_refuses_a_live_lease_and_force_stops_the_holder(b: Backend) {
     assert!(
         out.stderr.contains("pod-a")
             && out.stderr.contains("east")
-            && out.stderr.contains("held for"),
+            && out.stderr.contains("acquired"),
         "{}",
         out.stderr
     );
@@ -324,8 +340,8 @@ async fn seed_format_item_is_respected_then_taken_over(b: Backend) {
         .await;
     assert_eq!(out.code, Some(7), "{}", out.stderr);
     assert!(
-        out.stderr.contains("unknown"),
-        "holder should be described as unknown: {}",
+        out.stderr.contains("original Go tool"),
+        "holder should be described as the Go tool's lock: {}",
         out.stderr
     );
     // Expired: taken over, fence starts at 1.

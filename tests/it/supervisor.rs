@@ -37,15 +37,16 @@ fn script(dir: &Path, name: &str, body: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// Counts zombies among all visible processes, and reports who adopted a long orphan.
+/// Counts zombies left to lock-exec (its reaped orphans must not linger), and reports who
+/// adopted a long orphan.
 const ORPHANS: &str = r#"
 for i in $(seq 30); do (sleep 0.2 &) ; done
 (sleep 30 & echo $! > "$DIR/long")
 sleep 1.5
 z=0
 for f in /proc/[0-9]*/stat; do
-  s=$(cut -d')' -f2 < "$f" 2>/dev/null | awk '{print $1}')
-  [ "$s" = Z ] && z=$((z+1))
+  set -- $(cut -d')' -f2 < "$f" 2>/dev/null)
+  [ "${1:-}" = Z ] && [ "${2:-}" = "$PPID" ] && z=$((z+1))
 done
 echo "zombies=$z"
 echo "long_ppid=$(cut -d')' -f2 < /proc/$(cat "$DIR/long")/stat | awk '{print $2}')"

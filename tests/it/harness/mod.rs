@@ -3,19 +3,22 @@
 
 #![allow(dead_code)]
 
+mod jobs;
+mod proxy;
+
+pub use jobs::*;
+pub use proxy::*;
+
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_dynamodb::types::AttributeValue;
-use lock_exec::lock::dynamo::{record_from, DynamoStore};
-use lock_exec::lock::LockRecord;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 /// The binary under test, built by cargo for this test run.
 pub fn bin() -> &'static str {
@@ -239,12 +242,14 @@ impl Env {
         client(&self.endpoint())
     }
 
-    pub fn store(&self) -> DynamoStore {
-        DynamoStore::new(self.client(), &self.table)
+    /// The lock item for `key`, read consistently and decoded by the tests' own reading
+    /// of the documented layout (not the implementation's decoder).
+    pub async fn item(&self, key: &str) -> Option<Item> {
+        self.raw_item(key).await.map(|raw| Item::from_raw(&raw))
     }
 
-    /// The lock item for `key`, read consistently.
-    pub async fn item(&self, key: &str) -> Option<LockRecord> {
+    /// The lock item for `key` as DynamoDB returns it.
+    pub async fn raw_item(&self, key: &str) -> Option<HashMap<String, AttributeValue>> {
         let out = self
             .client()
             .get_item()
@@ -254,7 +259,7 @@ impl Env {
             .send()
             .await
             .unwrap();
-        out.item().map(|i| record_from(key, i))
+        out.item().cloned()
     }
 
     /// Writes a raw item, e.g. in the original Go tool's format.
@@ -266,6 +271,67 @@ impl Env {
             .send()
             .await
             .unwrap();
+    }
+}
+
+/// A lock item as the README documents it: times in Unix nanoseconds (`ttl` in seconds),
+/// read here independently of lock-exec's own code, so a wrong name, type or unit fails.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Item {
+    pub owner: Option<String>,
+    pub cluster: Option<String>,
+    pub run: Option<String>,
+    pub fence: Option<i64>,
+    pub acquired_ns: Option<i64>,
+    pub expire_ns: Option<i64>,
+    pub deadline_ns: Option<i64>,
+    pub ttl_s: Option<i64>,
+    pub slot: Option<i64>,
+    pub released_ns: Option<i64>,
+    pub revoked_ns: Option<i64>,
+    pub done_slot: Option<i64>,
+    pub done_by: Option<String>,
+    pub done_cluster: Option<String>,
+    pub done_at_ns: Option<i64>,
+}
+
+impl Item {
+    pub fn from_raw(raw: &HashMap<String, AttributeValue>) -> Self {
+        let s = |name: &str| match raw.get(name) {
+            Some(AttributeValue::S(v)) => Some(v.clone()),
+            None => None,
+            Some(other) => panic!("attribute {name} is not a string: {other:?}"),
+        };
+        let n = |name: &str| match raw.get(name) {
+            Some(AttributeValue::N(v)) => Some(
+                v.parse::<i64>()
+                    .unwrap_or_else(|_| panic!("attribute {name} is not an integer: {v}")),
+            ),
+            None => None,
+            Some(other) => panic!("attribute {name} is not a number: {other:?}"),
+        };
+        Item {
+            owner: s("owner"),
+            cluster: s("cluster"),
+            run: s("run"),
+            fence: n("fence"),
+            acquired_ns: n("acquired"),
+            expire_ns: n("expire"),
+            deadline_ns: n("deadline"),
+            ttl_s: n("ttl"),
+            slot: n("slot"),
+            released_ns: n("released"),
+            revoked_ns: n("revoked"),
+            done_slot: n("done_slot"),
+            done_by: s("done_by"),
+            done_cluster: s("done_cluster"),
+            done_at_ns: n("done_at"),
+        }
+    }
+
+    /// Held: the lease end is not before `now_ns` (the Go tool's rule, `expire < now` is free).
+    pub fn is_held(&self, now_ns: i64) -> bool {
+        self.expire_ns.is_some_and(|e| e >= now_ns)
     }
 }
 
@@ -357,22 +423,29 @@ impl LockExec {
         Self::program(bin(), endpoint, table)
     }
 
+    /// The clean environment every lock-exec of the tests runs with.
+    pub fn base_env(endpoint: &str, table: &str) -> Vec<(String, String)> {
+        vec![
+            (
+                "PATH".into(),
+                std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
+            ),
+            ("HOME".into(), std::env::temp_dir().display().to_string()),
+            ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+            ("AWS_REGION".into(), "us-east-1".into()),
+            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+            ("LOCK_EXEC_ENDPOINT_URL".into(), endpoint.into()),
+            ("LOCK_EXEC_TABLE".into(), table.into()),
+            ("LOCK_EXEC_LOG_FORMAT".into(), "json".into()),
+        ]
+    }
+
     /// Any program (e.g. `unshare`) with lock-exec's environment.
     pub fn program(program: impl AsRef<std::ffi::OsStr>, endpoint: &str, table: &str) -> Self {
         let mut cmd = tokio::process::Command::new(program);
         cmd.env_clear()
-            .env(
-                "PATH",
-                std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
-            )
-            .env("HOME", std::env::temp_dir())
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("LOCK_EXEC_ENDPOINT_URL", endpoint)
-            .env("LOCK_EXEC_TABLE", table)
-            .env("LOCK_EXEC_LOG_FORMAT", "json")
+            .envs(Self::base_env(endpoint, table))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -381,6 +454,11 @@ impl LockExec {
             cmd,
             timeout: Duration::from_secs(60),
         }
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.cmd.arg(arg);
+        self
     }
 
     pub fn args<I, S>(mut self, args: I) -> Self
@@ -475,6 +553,17 @@ impl Running {
     }
 }
 
+/// libfaketime's preload library (Debian's faketime package).
+pub fn libfaketime() -> PathBuf {
+    let path = PathBuf::from("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1");
+    assert!(
+        path.exists(),
+        "{} missing: run scripts/install-tools.sh",
+        path.display()
+    );
+    path
+}
+
 /// Waits until `f` is true, polling every 20 ms; panics after `limit`.
 pub async fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
@@ -489,7 +578,12 @@ pub async fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) 
 
 /// Reads a file of one integer (e.g. a pid or a timestamp written by a child).
 pub fn read_num(path: &Path) -> Option<i64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    std::fs::read_to_string(path)
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Whether a process exists (zombies count as gone).
@@ -509,190 +603,6 @@ pub fn log_lines(stderr: &str) -> Vec<serde_json::Value> {
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
-}
-
-/// How the proxy treats traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Fault {
-    /// Forward both ways.
-    Pass = 0,
-    /// Accept and keep connections open, forwarding nothing either way (a network that
-    /// stops answering).
-    Blackhole = 1,
-    /// Close connections at once, new and existing.
-    Reset = 2,
-    /// Forward, delaying every response chunk by the configured delay.
-    Delay = 3,
-    /// Forward requests, then swallow the next response and close that connection
-    /// (the request was applied, its answer is lost); reverts to Pass after once.
-    DropResponse = 4,
-    /// Answer every request with DynamoDB's ThrottlingException, forwarding nothing.
-    Throttle = 5,
-}
-
-/// A TCP proxy in front of a server, with switchable faults. Stops on drop.
-pub struct Proxy {
-    pub port: u16,
-    fault: Arc<AtomicU8>,
-    delay_ms: Arc<AtomicU64>,
-    /// Responses swallowed by DropResponse so far.
-    pub dropped: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    pub async fn start(target_port: u16) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let fault = Arc::new(AtomicU8::new(Fault::Pass as u8));
-        let delay_ms = Arc::new(AtomicU64::new(0));
-        let dropped = Arc::new(AtomicU64::new(0));
-        let target: SocketAddr = ([127, 0, 0, 1], target_port).into();
-        let (f, d, dr) = (fault.clone(), delay_ms.clone(), dropped.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((client, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (f, d, dr) = (f.clone(), d.clone(), dr.clone());
-                tokio::spawn(async move {
-                    if f.load(Ordering::SeqCst) == Fault::Reset as u8 {
-                        return; // dropping the socket closes it
-                    }
-                    let Ok(server) = tokio::net::TcpStream::connect(target).await else {
-                        return;
-                    };
-                    pipe(client, server, f, d, dr).await;
-                });
-            }
-        });
-        Proxy {
-            port,
-            fault,
-            delay_ms,
-            dropped,
-            task,
-        }
-    }
-
-    pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    pub fn set(&self, fault: Fault) {
-        self.fault.store(fault as u8, Ordering::SeqCst);
-    }
-
-    pub fn set_delay(&self, d: Duration) {
-        self.delay_ms.store(d.as_millis() as u64, Ordering::SeqCst);
-        self.set(Fault::Delay);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// The answer DynamoDB gives when it throttles a request.
-const THROTTLED: &str = "{\"__type\":\"com.amazonaws.dynamodb.v20120810#ThrottlingException\",\"message\":\"Rate of requests exceeds the allowed throughput (fault proxy).\"}";
-
-/// Length of the first complete HTTP/1.1 request in `b` (headers + Content-Length body).
-fn http_request_len(b: &[u8]) -> Option<usize> {
-    let head_end = b.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let head = String::from_utf8_lossy(&b[..head_end]).to_ascii_lowercase();
-    let body = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .unwrap_or(0);
-    (b.len() >= head_end + body).then_some(head_end + body)
-}
-
-async fn pipe(
-    client: tokio::net::TcpStream,
-    server: tokio::net::TcpStream,
-    fault: Arc<AtomicU8>,
-    delay_ms: Arc<AtomicU64>,
-    dropped: Arc<AtomicU64>,
-) {
-    let (mut cr, cw) = client.into_split();
-    let cw = Arc::new(tokio::sync::Mutex::new(cw));
-    let (mut sr, mut sw) = server.into_split();
-    let f_up = fault.clone();
-    let cw_up = cw.clone();
-    // Upstream works request by request, so a fault applies to whole requests.
-    let upstream = async move {
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut pending = Vec::new();
-        loop {
-            let n = match cr.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            pending.extend_from_slice(&buf[..n]);
-            while let Some(len) = http_request_len(&pending) {
-                let request: Vec<u8> = pending.drain(..len).collect();
-                match f_up.load(Ordering::SeqCst) {
-                    x if x == Fault::Reset as u8 => return,
-                    x if x == Fault::Blackhole as u8 => continue,
-                    x if x == Fault::Throttle as u8 => {
-                        let reply = format!(
-                            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/x-amz-json-1.0\r\nx-amzn-requestid: fault-proxy\r\ncontent-length: {}\r\n\r\n{THROTTLED}",
-                            THROTTLED.len()
-                        );
-                        if cw_up
-                            .lock()
-                            .await
-                            .write_all(reply.as_bytes())
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    _ => {
-                        if sw.write_all(&request).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        }
-    };
-    let downstream = async move {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = match sr.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            match fault.load(Ordering::SeqCst) {
-                x if x == Fault::Reset as u8 => return,
-                x if x == Fault::Blackhole as u8 => continue,
-                x if x == Fault::DropResponse as u8 => {
-                    fault.store(Fault::Pass as u8, Ordering::SeqCst);
-                    dropped.fetch_add(1, Ordering::SeqCst);
-                    return;
-                }
-                x if x == Fault::Delay as u8 => {
-                    tokio::time::sleep(Duration::from_millis(delay_ms.load(Ordering::SeqCst)))
-                        .await;
-                }
-                _ => {}
-            }
-            if cw.lock().await.write_all(&buf[..n]).await.is_err() {
-                return;
-            }
-        }
-    };
-    // Either side ending closes both (dropping the halves).
-    tokio::select! {
-        _ = upstream => {}
-        _ = downstream => {}
-    }
 }
 
 /// Generates one test per backend: `both!(name)` calls `async fn name(Backend)`.

@@ -2,8 +2,14 @@
 #
 # lock-exec container image: a fully static binary on an empty base.
 #
-#   docker build -t ghcr.io/lock-exec/lock-exec:0.1.0 \
-#     --build-arg VERSION=0.1.0 --build-arg REVISION="$(git rev-parse HEAD)" .
+# Two ways to build the same image:
+#   - from source, inside rust:1.95-bookworm (needs that image from a registry):
+#       docker build -t ghcr.io/lock-exec/lock-exec:0.1.0 \
+#         --build-arg VERSION=0.1.0 --build-arg REVISION="$(git rev-parse HEAD)" .
+#   - from a static binary built on this machine, pulling nothing (`make image`, see
+#     scripts/build-image.sh): it puts the binary and the host's CA bundle in
+#     target/image/ and builds with --build-arg LOCK_EXEC_FROM=prebuilt.
+# Both need BuildKit or podman/buildah, which build only the stages the final one uses.
 #
 # Contents of the final image (nothing else: no shell, no cp, no libc):
 #   /lock-exec                           the binary (ENTRYPOINT)
@@ -11,6 +17,9 @@
 #                                        OS, without them every call fails UnknownIssuer
 # Use `lock-exec install <DIR>` (e.g. from an init container) to copy the binary
 # into another image, or `COPY --from=<this image> /lock-exec ...` in a Dockerfile.
+
+# Which stage supplies /lock-exec and the CA bundle: build (from source) or prebuilt.
+ARG LOCK_EXEC_FROM=build
 
 FROM rust:1.95-bookworm AS build
 
@@ -23,6 +32,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
+# (.dockerignore lets target/image/ in for the prebuilt stage; /src/target is a cache
+# mount below, so that copy is hidden from cargo.)
 COPY . .
 
 # Dependencies and build artefacts live in BuildKit cache mounts, so a source
@@ -39,6 +50,14 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
       echo 'lock-exec is dynamically linked; it would not run FROM scratch' >&2; exit 1; \
     fi
 
+# The same two files, prepared in the build context by scripts/build-image.sh: a static
+# binary built with the command above and the CA bundle of the (Debian) build machine.
+FROM scratch AS prebuilt
+COPY target/image/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+COPY target/image/lock-exec /lock-exec
+
+FROM ${LOCK_EXEC_FROM} AS binary
+
 FROM scratch
 
 ARG VERSION=0.1.0
@@ -53,8 +72,8 @@ LABEL org.opencontainers.image.title="lock-exec" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.base.name="scratch"
 
-COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
-COPY --from=build /lock-exec /lock-exec
+COPY --from=binary /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+COPY --from=binary /lock-exec /lock-exec
 
 # The "nonroot" user of distroless images; the chart runs pods as this uid.
 USER 65532:65532

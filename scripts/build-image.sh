@@ -30,7 +30,11 @@ else
   die "neither podman nor docker found (scripts/install-tools.sh installs podman)"
 fi
 command -v "$engine" >/dev/null 2>&1 || die "$engine not found"
+extra=()
 if [ "$engine" = podman ]; then
+  # One layer, no intermediate images left behind, and no build cache: buildah 1.28's
+  # cache ignores build arguments in LABEL (the revision label would go stale).
+  extra+=(--squash-all)
   # The project's containers.conf (runc, rlimits this machine allows) unless the caller
   # has one: host configuration must not decide whether the build works.
   export CONTAINERS_CONF=${CONTAINERS_CONF:-$root/tests/fixtures/containers.conf}
@@ -53,7 +57,7 @@ previous=$("$engine" image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 log "$engine build -t $tag (LOCK_EXEC_FROM=prebuilt, version $version)"
-"$engine" build --quiet \
+"$engine" build --quiet "${extra[@]}" \
   --build-arg LOCK_EXEC_FROM=prebuilt \
   --build-arg VERSION="$version" \
   --build-arg REVISION="$revision" \

@@ -118,6 +118,20 @@ assert job["env"]["GREETING"] == "hello world", job["env"]
 PY
 }
 check "render-job.py prints the job's argv and env" render_job_smoke
+# The container tests play what `render-job.py --pod` prints with `podman kube play`.
+render_pod_smoke() {
+  "$venv/bin/python" scripts/render-job.py --pod <"$tmp/test.yaml" >"$tmp/pod.json" &&
+    "$venv/bin/python" - "$tmp/pod.json" <<'PY'
+import json, sys
+pod = json.load(open(sys.argv[1]))
+assert (pod["apiVersion"], pod["kind"]) == ("v1", "Pod"), pod
+assert pod["spec"]["restartPolicy"] == "Never", pod["spec"]
+assert [c["name"] for c in pod["spec"]["initContainers"]] == ["lock-exec-install"], pod["spec"]
+assert [c["name"] for c in pod["spec"]["containers"]] == ["job"], pod["spec"]
+assert pod["metadata"]["labels"]["app.kubernetes.io/instance"] == "lock-exec", pod["metadata"]
+PY
+}
+check "render-job.py --pod prints the job's pod" render_pod_smoke
 
 # --- schema: bad values must make `helm template` fail ------------------------
 # The defaults alone lack schedule, job.image and job.command.

@@ -16,9 +16,15 @@ CronJob and its job container, and prints
   ...) are present with the value null: they only exist in a real pod, and a
   caller decides what to put there. `envFrom` is ignored.
 
+With --pod it prints instead the pod the Job controller would create from the
+CronJob's pod template, as a `Pod` object (JSON, which `podman kube play` reads
+as YAML): the template's metadata and spec, unchanged. The controller's own
+additions (the pod's name, the job-name labels) are the caller's to make.
+
 Usage:
     helm template x charts/lock-exec -f values.yaml | scripts/render-job.py
     ... | scripts/render-job.py --container job --cronjob NAME
+    ... | scripts/render-job.py --pod
 
 Needs PyYAML (in .tools/venv, a dependency of kubernetes-validate); otherwise
 the Python standard library only. Exit status 2 on bad input.
@@ -93,6 +99,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cronjob", help="name of the CronJob when there are several")
     parser.add_argument("--container", default="job", help="container name (default: job)")
+    parser.add_argument("--pod", action="store_true", help="print the job's pod as a Pod object")
     options = parser.parse_args()
 
     try:
@@ -101,10 +108,16 @@ def main():
         fail(f"stdin is not YAML: {error}")
     cronjob = find_cronjob(documents, options.cronjob)
     try:
-        pod_spec = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        template = cronjob["spec"]["jobTemplate"]["spec"]["template"]
+        pod_spec = template["spec"]
     except (KeyError, TypeError):
         fail("the CronJob has no spec.jobTemplate.spec.template.spec")
-    json.dump(render(find_container(pod_spec, options.container)), sys.stdout, indent=2)
+    if options.pod:
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": template.get("metadata") or {}, "spec": pod_spec}
+        json.dump(pod, sys.stdout, indent=2)
+    else:
+        json.dump(render(find_container(pod_spec, options.container)), sys.stdout, indent=2)
     sys.stdout.write("\n")
 
 

@@ -2,8 +2,11 @@
 //! DynamoDB-compatible servers (dynalite and moto), started per test by the harness.
 
 mod harness;
+mod podman;
+mod records;
 
 mod bad_input;
+mod containers;
 mod contention;
 mod faults;
 mod packaging;

@@ -8,6 +8,7 @@ mod records;
 mod bad_input;
 mod containers;
 mod contention;
+mod eks;
 mod faults;
 mod packaging;
 mod protocol;

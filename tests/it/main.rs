@@ -14,3 +14,4 @@ mod packaging;
 mod protocol;
 mod safety;
 mod supervisor;
+mod tls;

@@ -356,6 +356,7 @@ async fn eks_pod_identity_endpoint_and_token_file_supply_the_credentials() {
         before,
         "nothing reached DynamoDB unsigned"
     );
+    eprintln!("refused token: {}", out.stderr.trim());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -173,6 +173,7 @@ fn orphaned(name: &str) -> bool {
     pid != std::process::id() as i32 && !alive(pid)
 }
 
+/// Removes the pods, containers and images of test processes that no longer run.
 async fn sweep() {
     let lists: [(&[&str], &[&str]); 3] = [
         (
@@ -437,8 +438,8 @@ pub fn arg(p: &Path) -> String {
 }
 
 /// The lock-exec image's files, extracted from a container made from it.
-pub async fn image_files(podman_: &Podman, image: &str) -> (TempDir, PathBuf) {
-    let name = podman_.name();
+pub async fn image_files(pm: &Podman, image: &str) -> (TempDir, PathBuf) {
+    let name = pm.name();
     let _guard = Guard::new(&["rm", "-f", &name]);
     podman_ok(&["create", "--name", &name, image]).await;
     let dir = TempDir::new();

@@ -141,16 +141,14 @@ async fn image_as_pid1_passes_exit_codes_through_read_only_without_capabilities(
         "{}",
         out.stderr
     );
-    let item = read_item(&env.endpoint(), &env.table, "probe")
-        .await
-        .unwrap();
+    let item = env.item("probe").await.unwrap();
     assert_eq!(
         item.owner.as_deref(),
         Some(name.as_str()),
         "owner: the host name"
     );
     assert_eq!(item.fence, Some(1));
-    assert!(item.free_at(now_ns()), "released: {item:?}");
+    assert!(!item.is_held(now_ns()), "released: {item:?}");
 
     // The command's code, 127 for a missing program, 128+N for signal N.
     let cases: [(&[&str], i32); 5] = [
@@ -170,9 +168,9 @@ async fn image_as_pid1_passes_exit_codes_through_read_only_without_capabilities(
             .wait(Duration::from_secs(60))
             .await;
         assert_eq!(out.code, Some(want), "{command:?}: {}", out.stderr);
-        let item = read_item(&env.endpoint(), &env.table, &key).await.unwrap();
+        let item = env.item(&key).await.unwrap();
         assert!(
-            item.free_at(now_ns()),
+            !item.is_held(now_ns()),
             "{command:?} left the key held: {item:?}"
         );
     }
@@ -226,14 +224,14 @@ async fn podman_stop_is_forwarded_the_container_exits_143_and_the_key_is_release
     assert!(first[0].end.is_some(), "the command saw SIGTERM: {first:?}");
 
     // Released, not left to lapse: the lease (6 s) has not ended, yet the key is free.
-    let item = read_item(&env.endpoint(), &env.table, &key).await.unwrap();
-    assert!(item.free_at(stopped), "{item:?}");
+    let item = env.item(&key).await.unwrap();
+    assert!(!item.is_held(stopped), "{item:?}");
     let (next, next_start) = env.contender(&key, "0s").await;
     assert_eq!(next.code, Some(0), "{}", next.stderr);
     // --wait 0s: it would have skipped a held key.
     let next_start = next_start.expect("the next run ran at once");
     let mut runs = first.clone();
-    runs.push(Interval {
+    runs.push(ShellRun {
         tag: "next".into(),
         start: next_start,
         end: None,
@@ -282,10 +280,10 @@ async fn podman_kill_leaves_the_key_to_lapse_after_one_lease_never_longer() {
     let dead = now_ns();
     assert_eq!(out.code, Some(137), "{}", out.stderr);
 
-    let held = read_item(&env.endpoint(), &env.table, &key).await.unwrap();
-    let lease_end = held.expire.unwrap();
+    let held = env.item(&key).await.unwrap();
+    let lease_end = held.expire_ns.unwrap();
     assert!(
-        !held.free_at(dead),
+        held.is_held(dead),
         "a SIGKILLed holder cannot release: {held:?}"
     );
     assert!(
@@ -309,7 +307,7 @@ async fn podman_kill_leaves_the_key_to_lapse_after_one_lease_never_longer() {
         (next_start - lease_end) / 1_000_000
     );
     let mut runs = intervals(records.path());
-    runs.push(Interval {
+    runs.push(ShellRun {
         tag: "next".into(),
         start: next_start,
         end: None,
@@ -383,11 +381,11 @@ async fn chart_job_pod_installs_lock_exec_into_a_busybox_image_and_runs_the_comm
         std::fs::read_to_string(records.file("installed")).unwrap(),
         "ca-certificates.crt\nlock-exec\n"
     );
-    let item = read_item(&env.endpoint(), &env.table, &key).await.unwrap();
+    let item = env.item(&key).await.unwrap();
     assert_eq!(item.owner.as_deref(), Some(pod.name.as_str()), "{item:?}");
     assert_eq!(item.cluster.as_deref(), Some("cluster-a"), "{item:?}");
     assert_eq!(item.fence, Some(1), "{item:?}");
-    assert!(item.free_at(now_ns()), "released: {item:?}");
+    assert!(!item.is_held(now_ns()), "released: {item:?}");
 
     let seen = std::fs::read_to_string(records.file(&format!("{}.env", pod.name))).unwrap();
     // When the chart passes the job name on (the slots feature), it is the label's value.
@@ -460,7 +458,7 @@ async fn chart_job_pods_of_two_clusters_race_and_exactly_one_runs() {
     assert_eq!(runs[0].tag, winner.name);
     assert!(runs[0].end.is_some(), "{runs:?}");
     assert!(loser_logs.contains("key is locked"), "{loser_logs}");
-    let item = read_item(&env.endpoint(), &env.table, &key).await.unwrap();
+    let item = env.item(&key).await.unwrap();
     assert_eq!(
         item.owner.as_deref(),
         Some(winner.name.as_str()),
@@ -518,6 +516,6 @@ async fn status_and_unlock_work_through_podman_exec_in_the_job_container() {
     let (_, logs) = playing.job_logs().await;
     assert_eq!(code, 125, "{logs}");
     assert!(logs.contains("lease lost"), "{logs}");
-    let item = read_item(&env.endpoint(), &env.table, &key).await.unwrap();
+    let item = env.item(&key).await.unwrap();
     assert!(item.run.is_none(), "force-unlocked: {item:?}");
 }

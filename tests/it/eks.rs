@@ -14,7 +14,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::*;
-use crate::records::*;
 
 const SEC: i64 = 1_000_000_000;
 
@@ -313,9 +312,7 @@ async fn irsa_web_identity_token_is_exchanged_at_sts_for_the_credentials_that_si
     for r in &requests {
         assert_eq!(r.access_key(), Some(issued), "{}", r.text);
     }
-    let item = read_item(&env.endpoint(), &env.table, "irsa")
-        .await
-        .unwrap();
+    let item = env.item("irsa").await.unwrap();
     assert_eq!(item.fence, Some(1));
 }
 
@@ -410,9 +407,7 @@ async fn a_run_outliving_its_first_credentials_renews_them_and_keeps_its_lease()
     assert!(late
         .iter()
         .all(|r| r.access_key() != Some(issued[0].access_key.as_str())));
-    let item = read_item(&env.endpoint(), &env.table, "renewing")
-        .await
-        .unwrap();
+    let item = env.item("renewing").await.unwrap();
     assert_eq!(item.fence, Some(1), "never lost and re-acquired: {item:?}");
     eprintln!(
         "credentials fetched {} times over a {} ms run (lifetime {} ms): at {:?} ms",

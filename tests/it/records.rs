@@ -1,62 +1,9 @@
-//! What the real-parts tests read back: lock items as stored (raw attributes, not the
-//! crate's own record type) and the run intervals the commands record themselves.
+//! Run intervals that busybox commands record themselves (the container tests' jobs have
+//! no Python for tests/fixtures/job.py), checked by the harness's overlap checker.
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use aws_sdk_dynamodb::types::AttributeValue;
-
-use crate::harness::client;
-
-/// A lock item's attributes, as the README documents them.
-#[derive(Debug, Clone, Default)]
-pub struct Item {
-    pub owner: Option<String>,
-    pub cluster: Option<String>,
-    /// The holding run's id; `unlock --force` removes it.
-    pub run: Option<String>,
-    pub fence: Option<i64>,
-    /// End of the current lease, Unix nanoseconds.
-    pub expire: Option<i64>,
-}
-
-impl Item {
-    /// Whether the key was free at `t` (Unix ns): a release ends the lease at once, by
-    /// setting `expire` to the time of the release.
-    pub fn free_at(&self, t: i64) -> bool {
-        self.expire.is_some_and(|e| e <= t)
-    }
-
-    fn from(attrs: &HashMap<String, AttributeValue>) -> Self {
-        let s = |name: &str| attrs.get(name).and_then(|v| v.as_s().ok()).cloned();
-        let n = |name: &str| {
-            attrs
-                .get(name)
-                .and_then(|v| v.as_n().ok())
-                .map(|v| v.parse().expect("a numeric attribute"))
-        };
-        Item {
-            owner: s("owner"),
-            cluster: s("cluster"),
-            run: s("run"),
-            fence: n("fence"),
-            expire: n("expire"),
-        }
-    }
-}
-
-/// The item of `key`, read consistently straight from the server at `endpoint`.
-pub async fn read_item(endpoint: &str, table: &str, key: &str) -> Option<Item> {
-    let out = client(endpoint)
-        .get_item()
-        .table_name(table)
-        .key("key", AttributeValue::S(key.into()))
-        .consistent_read(true)
-        .send()
-        .await
-        .expect("GetItem");
-    out.item().map(Item::from)
-}
+use crate::harness::{assert_no_overlap, Interval};
 
 /// A shell function `now` that prints Unix nanoseconds with busybox alone (its `date` has
 /// no %N; `adjtimex` reads the kernel clock to the microsecond).
@@ -71,21 +18,21 @@ pub fn recording(dir: &str, tag: &str, body: &str) -> String {
 
 /// One command's run, as it recorded it (Unix ns); `end` is None when it never finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Interval {
+pub struct ShellRun {
     pub tag: String,
     pub start: i64,
     pub end: Option<i64>,
 }
 
 /// Every interval recorded in `dir`, by start time.
-pub fn intervals(dir: &Path) -> Vec<Interval> {
+pub fn intervals(dir: &Path) -> Vec<ShellRun> {
     let read = |p: &Path| -> Option<i64> { std::fs::read_to_string(p).ok()?.trim().parse().ok() };
-    let mut v: Vec<Interval> = std::fs::read_dir(dir)
+    let mut v: Vec<ShellRun> = std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| {
             let name = e.ok()?.file_name().into_string().ok()?;
             let tag = name.strip_suffix(".start")?.to_string();
-            Some(Interval {
+            Some(ShellRun {
                 start: read(&dir.join(&name)).expect("a start time"),
                 end: read(&dir.join(format!("{tag}.end"))),
                 tag,
@@ -98,14 +45,16 @@ pub fn intervals(dir: &Path) -> Vec<Interval> {
 
 /// Fails unless no two runs intersect. A run without an end (killed) lasts until `dead`,
 /// the time its death was observed.
-pub fn assert_disjoint(runs: &[Interval], dead: i64) {
-    for w in runs.windows(2) {
-        let end = w[0].end.unwrap_or(dead);
-        assert!(
-            w[1].start > end,
-            "two runs intersect: {:?} (until {end}) and {:?}",
-            w[0],
-            w[1]
-        );
-    }
+pub fn assert_disjoint(runs: &[ShellRun], dead: i64) {
+    let v: Vec<Interval> = runs
+        .iter()
+        .map(|r| Interval {
+            name: r.tag.clone(),
+            start: r.start,
+            end: r.end.unwrap_or(dead),
+            clean: r.end.is_some(),
+            fence: None,
+        })
+        .collect();
+    assert_no_overlap(&v);
 }

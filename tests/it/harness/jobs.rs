@@ -130,21 +130,46 @@ impl Jobs {
     }
 }
 
-/// Asserts that no two intervals intersect and that fences grow with start times.
-pub fn assert_no_overlap(v: &[Interval]) {
-    let mut sorted = v.to_vec();
-    sorted.sort_by_key(|i| i.start);
-    for w in sorted.windows(2) {
-        assert!(
-            w[1].start > w[0].end,
-            "OVERLAP: {} started {} ms before {} ended\n{:#?}",
-            w[1].name,
-            (w[0].end - w[1].start) / 1_000_000,
-            w[0].name,
-            w
-        );
-        if let (Some(a), Some(b)) = (w[0].fence, w[1].fence) {
-            assert!(b > a, "fences do not grow with start times: {w:#?}");
+/// Pairs of intervals that intersect (each with the one that started next), and pairs
+/// whose fences do not grow with their start times.
+pub fn overlaps(v: &[Interval]) -> Vec<(Interval, Interval)> {
+    // A job and the descendants it left behind are one run: same fence.
+    let mut runs: Vec<Interval> = Vec::new();
+    for i in v {
+        match runs
+            .iter_mut()
+            .find(|r| r.fence.is_some() && r.fence == i.fence)
+        {
+            Some(r) => {
+                r.name = format!("{}+{}", r.name, i.name);
+                r.start = r.start.min(i.start);
+                r.end = r.end.max(i.end);
+                r.clean &= i.clean;
+            }
+            None => runs.push(i.clone()),
         }
     }
+    let mut sorted = runs;
+    sorted.sort_by_key(|i| i.start);
+    // Against the latest end so far, not only the previous interval: a long run that
+    // started earlier may still be running.
+    let mut bad = Vec::new();
+    let mut latest: Option<&Interval> = None;
+    for w in sorted.windows(2) {
+        if latest.is_none_or(|l| w[0].end > l.end) {
+            latest = Some(&w[0]);
+        }
+        let before = latest.unwrap();
+        let fences_shrink = matches!((w[0].fence, w[1].fence), (Some(a), Some(b)) if b <= a);
+        if w[1].start <= before.end || fences_shrink {
+            bad.push((before.clone(), w[1].clone()));
+        }
+    }
+    bad
+}
+
+/// Asserts that no two intervals intersect and that fences grow with start times.
+pub fn assert_no_overlap(v: &[Interval]) {
+    let bad = overlaps(v);
+    assert!(bad.is_empty(), "OVERLAP of runs under one key: {bad:#?}");
 }

@@ -485,6 +485,12 @@ impl LockExec {
         self
     }
 
+    /// Where lock-exec's stderr goes (default: a pipe the harness reads).
+    pub fn stderr(mut self, to: Stdio) -> Self {
+        self.cmd.stderr(to);
+        self
+    }
+
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = t;
         self
@@ -530,11 +536,21 @@ impl Running {
     }
 
     async fn wait_timeout(mut self, timeout: Duration, started: Instant) -> Output {
-        let mut stdout = self.child.stdout.take().unwrap();
-        let mut stderr = self.child.stderr.take().unwrap();
+        let stdout = self.child.stdout.take();
+        let stderr = self.child.stderr.take();
         let read = async {
             let (mut o, mut e) = (Vec::new(), Vec::new());
-            let _ = tokio::join!(stdout.read_to_end(&mut o), stderr.read_to_end(&mut e));
+            let read_o = async {
+                if let Some(mut s) = stdout {
+                    let _ = s.read_to_end(&mut o).await;
+                }
+            };
+            let read_e = async {
+                if let Some(mut s) = stderr {
+                    let _ = s.read_to_end(&mut e).await;
+                }
+            };
+            tokio::join!(read_o, read_e);
             let status = self.child.wait().await.unwrap();
             (status, o, e)
         };

@@ -90,6 +90,10 @@ impl Proxy {
         *self.fault.lock().unwrap() = fault;
     }
 
+    pub fn get(&self) -> Fault {
+        *self.fault.lock().unwrap()
+    }
+
     pub fn fired(&self) -> u64 {
         self.fired.load(Ordering::SeqCst)
     }

@@ -20,9 +20,14 @@ use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_dynamodb::types::AttributeValue;
 use tokio::io::AsyncReadExt;
 
-/// The binary under test, built by cargo for this test run.
+/// The binary under test: the one cargo built for this test run, or `LOCK_EXEC_BIN` when
+/// set (the benchmark measures the static release build that ships).
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_lock-exec")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("LOCK_EXEC_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_lock-exec").to_string())
+    })
 }
 
 /// The repository root.

@@ -40,6 +40,8 @@ pub struct Proxy {
     /// Requests seen, and faults that fired (responses dropped, requests held).
     pub requests: Arc<AtomicU64>,
     pub fired: Arc<AtomicU64>,
+    /// The DynamoDB operation of every request seen, in order ("" when it names none).
+    pub operations: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -50,11 +52,13 @@ impl Proxy {
         let fault = Arc::new(Mutex::new(Fault::Pass));
         let requests = Arc::new(AtomicU64::new(0));
         let fired = Arc::new(AtomicU64::new(0));
+        let operations = Arc::new(Mutex::new(Vec::new()));
         let target: SocketAddr = ([127, 0, 0, 1], target_port).into();
         let shared = Shared {
             fault: fault.clone(),
             requests: requests.clone(),
             fired: fired.clone(),
+            operations: operations.clone(),
         };
         let task = tokio::spawn(async move {
             loop {
@@ -78,6 +82,7 @@ impl Proxy {
             fault,
             requests,
             fired,
+            operations,
             task,
         }
     }
@@ -110,6 +115,7 @@ struct Shared {
     fault: Arc<Mutex<Fault>>,
     requests: Arc<AtomicU64>,
     fired: Arc<AtomicU64>,
+    operations: Arc<Mutex<Vec<String>>>,
 }
 
 impl Shared {
@@ -178,6 +184,11 @@ async fn pipe(client: tokio::net::TcpStream, server: tokio::net::TcpStream, shar
             while let Some(len) = http_request_len(&pending) {
                 let request: Vec<u8> = pending.drain(..len).collect();
                 up_shared.requests.fetch_add(1, Ordering::SeqCst);
+                up_shared
+                    .operations
+                    .lock()
+                    .unwrap()
+                    .push(operation(&request).unwrap_or_default());
                 match up_shared.get() {
                     Fault::Reset => return,
                     Fault::Blackhole => continue,

@@ -9,7 +9,7 @@ help:
 	@echo "make test   install test tools into .tools/, lint, run every test"
 	@echo "make image  build localhost/lock-exec:dev from the Dockerfile, offline (podman, else docker)"
 	@echo "make demo   local dynalite + two contending runs: one runs, one is skipped"
-	@echo "make bench  release build + benchmark table (see docs/performance.md)"
+	@echo "make bench  static release build + side-by-side benchmark (LOCK_EXEC_BENCH_PEER=go-binary; docs/performance.md)"
 	@echo "make soak   long randomized contention/fault soak (minutes)"
 
 tools:

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# `make bench`: builds the static release binary exactly as the Dockerfile does, then runs
-# scripts/bench.py against its own local dynalite. Prints a Markdown table and writes
-# target/bench/results.md and target/bench/results.json. See docs/performance.md.
+# `make bench`: builds the static release binary exactly as the Dockerfile does and the
+# floor client (scripts/bench-floor), then runs the benchmark, an ignored test on the test
+# harness (tests/it/bench.rs), against its own local dynalite. Prints Markdown tables and
+# writes target/bench/results.md and target/bench/results.json. See docs/performance.md.
 #
-#   BENCH_RUNS=N   timed pairs per overhead figure (default 40)
-#   BENCH_QUICK=1  fewer samples; skips the 35 s renewal run (a 3.5 s one at --lease 3s
-#                  instead) and the 30 s-lease takeover sample
-# Extra arguments go to bench.py (e.g. --only overhead,rss).
+#   LOCK_EXEC_BENCH_PEER=/path              the original Go tool's binary, measured in the
+#                                           same rounds; without it: "peer not measured"
+#   LOCK_EXEC_BENCH_VARIANTS=name=/path,... other lock-exec builds, measured likewise
+#   LOCK_EXEC_BENCH_ROUNDS=N                timed rounds (default 30, after 20 warm-up rounds)
+#
+# It exits non-zero only when something is broken (dynalite did not start, a run failed or
+# skipped its command), never because a target was missed.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,21 +18,34 @@ cd "$root"
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 
-# GNU time, for its max-RSS row (optional: the row is skipped without it).
-if [ ! -x /usr/bin/time ]; then
+# strace, for the CA files each run opens (optional: that column says "not measured").
+if ! command -v strace >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    log "installing GNU time (apt package time)"
-    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time; } >&2; then
-      log "could not install GNU time; its row is skipped"
+    log "installing strace (apt)"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace; } >&2; then
+      log "could not install strace; the CA-files column is not measured"
     fi
   else
-    log "no /usr/bin/time (apt package time) and not root; its row is skipped"
+    log "no strace and not root; the CA-files column is not measured"
   fi
 fi
 
-log "building the static release binary (target/x86_64-unknown-linux-gnu/release/lock-exec)"
+target=x86_64-unknown-linux-gnu
+log "building the static release binary (target/$target/release/lock-exec)"
 RUSTFLAGS='-C target-feature=+crt-static' \
-  cargo build --release --locked --target x86_64-unknown-linux-gnu
+  cargo build --release --locked --target "$target"
+log "building the floor client (scripts/bench-floor)"
+RUSTFLAGS='-C target-feature=+crt-static' \
+  cargo build --release --locked --target "$target" \
+    --manifest-path scripts/bench-floor/Cargo.toml --target-dir target/bench-floor
 
-if [ -x .tools/venv/bin/python ]; then py=.tools/venv/bin/python; else py=python3; fi
-exec "$py" scripts/bench.py "$@"
+if [ -n "${LOCK_EXEC_BENCH_PEER:-}" ]; then
+  log "peer: $LOCK_EXEC_BENCH_PEER"
+else
+  log "peer not measured (set LOCK_EXEC_BENCH_PEER to the Go tool's binary)"
+fi
+
+LOCK_EXEC_BIN="$root/target/$target/release/lock-exec" \
+LOCK_EXEC_BENCH_FLOOR="$root/target/bench-floor/$target/release/bench-floor" \
+BENCH_COMMIT=$(git describe --always --dirty 2>/dev/null || echo unknown) \
+  cargo nextest run --profile bench --run-ignored only --no-capture -E 'test(=bench::bench)'

@@ -6,6 +6,7 @@ mod podman;
 mod records;
 
 mod bad_input;
+mod bench;
 mod containers;
 mod contention;
 mod eks;

@@ -160,7 +160,11 @@ impl Conn {
         self.reader
             .read_line(&mut line)
             .map_err(|e| e.to_string())?;
-        let status = line.split_whitespace().nth(1).unwrap_or_default().to_string();
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
         let mut length = 0;
         loop {
             line.clear();

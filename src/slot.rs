@@ -24,6 +24,9 @@ pub(crate) const JOB_NAME_WINDOW: Duration = Duration::from_secs(7 * 24 * 60 * 6
 /// Why no slot could be derived.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum SlotError {
+    /// The job name is empty: the pod label it comes from is missing.
+    #[error("the job name (--slot-from-job-name, LOCK_EXEC_JOB_NAME) is empty: the pod has no such label (Kubernetes before 1.27 has only job-name: set the chart's lock.jobNameLabel to job-name), or set lock.oncePerSchedule to false")]
+    EmptyJobName,
     /// The job name does not end in `-<digits>`.
     #[error("job name '{0}' does not end in -<minutes since the epoch> as a CronJob's Jobs do (a Job created by hand?): name it <cronjob>-$(( $(date +%s) / 60 )), or run it without a slot")]
     NoNumber(String),
@@ -56,6 +59,9 @@ pub(crate) enum SlotError {
 /// The slot in a CronJob's Job name: its trailing `-<digits>`, checked to be a time in
 /// minutes within [`JOB_NAME_WINDOW`] of `now`.
 pub(crate) fn from_job_name(name: &str, now: Timestamp) -> Result<u64, SlotError> {
+    if name.is_empty() {
+        return Err(SlotError::EmptyJobName);
+    }
     let digits = name
         .rsplit_once('-')
         .map(|(_, d)| d)

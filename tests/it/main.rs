@@ -13,5 +13,6 @@ mod faults;
 mod packaging;
 mod protocol;
 mod safety;
+mod slots;
 mod supervisor;
 mod tls;

@@ -39,6 +39,8 @@ pub struct Proxy {
     fault: Arc<Mutex<Fault>>,
     /// Requests seen, and faults that fired (responses dropped, requests held).
     pub requests: Arc<AtomicU64>,
+    /// The DynamoDB operation of every request seen, in order.
+    pub ops: Arc<Mutex<Vec<String>>>,
     pub fired: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -49,11 +51,13 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let fault = Arc::new(Mutex::new(Fault::Pass));
         let requests = Arc::new(AtomicU64::new(0));
+        let ops = Arc::new(Mutex::new(Vec::new()));
         let fired = Arc::new(AtomicU64::new(0));
         let target: SocketAddr = ([127, 0, 0, 1], target_port).into();
         let shared = Shared {
             fault: fault.clone(),
             requests: requests.clone(),
+            ops: ops.clone(),
             fired: fired.clone(),
         };
         let task = tokio::spawn(async move {
@@ -77,6 +81,7 @@ impl Proxy {
             port,
             fault,
             requests,
+            ops,
             fired,
             task,
         }
@@ -97,6 +102,11 @@ impl Proxy {
     pub fn fired(&self) -> u64 {
         self.fired.load(Ordering::SeqCst)
     }
+
+    /// The operations of the requests seen so far.
+    pub fn ops(&self) -> Vec<String> {
+        self.ops.lock().unwrap().clone()
+    }
 }
 
 impl Drop for Proxy {
@@ -109,6 +119,7 @@ impl Drop for Proxy {
 struct Shared {
     fault: Arc<Mutex<Fault>>,
     requests: Arc<AtomicU64>,
+    ops: Arc<Mutex<Vec<String>>>,
     fired: Arc<AtomicU64>,
 }
 
@@ -178,6 +189,12 @@ async fn pipe(client: tokio::net::TcpStream, server: tokio::net::TcpStream, shar
             while let Some(len) = http_request_len(&pending) {
                 let request: Vec<u8> = pending.drain(..len).collect();
                 up_shared.requests.fetch_add(1, Ordering::SeqCst);
+                let op = operation(&request);
+                up_shared
+                    .ops
+                    .lock()
+                    .unwrap()
+                    .push(op.clone().unwrap_or_default());
                 match up_shared.get() {
                     Fault::Reset => return,
                     Fault::Blackhole => continue,
@@ -199,7 +216,6 @@ async fn pipe(client: tokio::net::TcpStream, server: tokio::net::TcpStream, shar
                     }
                     _ => {}
                 }
-                let op = operation(&request);
                 if let Some(Fault::HoldRequest(d, _)) = up_shared.take(|f| {
                     matches!(f, Fault::HoldRequest(_, target) if target.is_none_or(|t| op.as_deref() == Some(t)))
                 }) {

@@ -588,6 +588,9 @@ where
     }
     let detail = error_chain(&err);
     let lower = detail.to_ascii_lowercase();
+    if lower.contains("credential provider") && lower.contains("status") {
+        return StoreError::CredentialsRefused { detail };
+    }
     if lower.contains("credential") {
         return StoreError::NoCredentials { detail };
     }

@@ -369,6 +369,12 @@ pub(crate) enum StoreError {
         /// What the credential chain said.
         detail: String,
     },
+    /// A credential endpoint (EKS Pod Identity, ECS) answered with an error.
+    #[error("the credential provider refused to hand out AWS credentials: {detail} (check the token file and the role association: EKS Pod Identity, IRSA)")]
+    CredentialsRefused {
+        /// What the credential chain said.
+        detail: String,
+    },
     /// The credentials were rejected.
     #[error(
         "AWS rejected the credentials: check the access key, secret and session token ({detail})"

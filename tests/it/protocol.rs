@@ -443,3 +443,32 @@ async fn standard_aws_endpoint_variables_work() {
         )
     );
 }
+
+/// Scripts moved over from the Go tool get a one-line note where lock-exec reads the
+/// same words differently: `-e` is a hard cap, and quotes in the command string group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_tool_differences_are_pointed_out() {
+    let env = Env::new(Backend::Dynalite).await;
+    let out = env
+        .cmd(["run", "k", r#"echo "hello world""#, "-e", "1h"])
+        .output()
+        .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout, "hello world\n");
+    let notes: Vec<String> = log_lines(&out.stderr)
+        .iter()
+        .filter_map(|r| {
+            r["message"]
+                .as_str()
+                .filter(|m| m.starts_with("note:"))
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(
+        notes[0].contains("hard cap") && notes[1].contains("quotes"),
+        "{notes:?}"
+    );
+    let plain = env.cmd(["run", "k", "echo hi"]).output().await;
+    assert!(!plain.stderr.contains("note:"), "{}", plain.stderr);
+}

@@ -124,12 +124,18 @@ async fn killed_lock_exec_takes_its_command_and_the_commands_group_along(b: Back
         })
         .await;
         let c = contend(&env, &jobs, "contender", &key);
+        let killed = now_ns();
         holder.signal(Signal::SIGKILL);
         let _ = holder.wait().await;
         assert_eq!(c.wait().await.code, Some(0), "{shape}");
         let job = jobs.interval("holder").unwrap();
         assert!(!job.clean, "{shape}: the job was not killed: {job:?}");
         assert_ran_apart(&jobs, "holder", "contender");
+        eprintln!(
+            "FIGURE lock-exec SIGKILLed ({shape}, {b:?}): its job's last beat {} ms after the kill; the contender's job started {} ms after the kill",
+            (job.end - HEARTBEAT_SLACK_NS - killed) / 1_000_000,
+            (jobs.start_of("contender").unwrap() - killed) / 1_000_000
+        );
     }
 }
 
@@ -172,6 +178,10 @@ async fn ambiguous_acquire_under_wait_keeps_the_stored_lease_end(b: Backend) {
         job.end < stored_end,
         "the job ran {} ms past the stored lease end",
         (job.end - stored_end) / 1_000_000
+    );
+    eprintln!(
+        "FIGURE ambiguous acquire ({b:?}, lease 20s): the job ended {} ms before the stored lease end",
+        (stored_end - job.end) / 1_000_000
     );
     assert_ran_apart(&jobs, "holder", "contender");
 }
@@ -255,6 +265,12 @@ async fn force_unlock_frees_the_key_only_when_the_command_is_dead(b: Backend) {
     assert!(
         contender.start < stored_end,
         "the key stayed locked until the revoked lease's end"
+    );
+    eprintln!(
+        "FIGURE unlock --force ({b:?}, lease 6s, job ignores SIGTERM): the holder's job ended {} ms after the revocation; the contender's job started {} ms after that, {} ms before the revoked lease's end",
+        (jobs.interval("holder").unwrap().end - item.revoked_ns.unwrap()) / 1_000_000,
+        (contender.start - jobs.interval("holder").unwrap().end) / 1_000_000,
+        (stored_end - contender.start) / 1_000_000
     );
 }
 

@@ -8,6 +8,7 @@ mod records;
 mod bad_input;
 mod containers;
 mod contention;
+mod documented;
 mod eks;
 mod faults;
 mod packaging;

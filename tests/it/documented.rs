@@ -1,0 +1,878 @@
+//! Documented behaviour that had no test (issue #14, and issue #12's logs, summary and
+//! `list`): every option and its environment variable, the log formats and the run
+//! summary, log levels, the defaults, `status`, `unlock` and `list`, usage errors,
+//! `create-table`, `install`, signal forwarding, and `--min-hold` on the stop paths.
+//!
+//! Black-box: the binary against dynalite or moto; items are read with the raw SDK client
+//! and decoded by the harness's own reading of the documented layout, log records are
+//! parsed here (JSON, and logfmt with a parser of our own).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+use crate::harness::*;
+
+/// A JSON log record.
+type Record = serde_json::Map<String, Value>;
+
+const S: i64 = 1_000_000_000;
+const MS: i64 = 1_000_000;
+
+// ---------------------------------------------------------------------------------------
+// Helpers: log records, durations, commands the test can hold open.
+// ---------------------------------------------------------------------------------------
+
+/// Every stderr line as a JSON object; a line that is not one fails the test.
+fn json_records(stderr: &str) -> Vec<Record> {
+    stderr
+        .lines()
+        .map(|l| match serde_json::from_str::<Value>(l) {
+            Ok(Value::Object(m)) => m,
+            _ => panic!("not a JSON log record: {l:?}\nall of stderr:\n{stderr}"),
+        })
+        .collect()
+}
+
+/// The records with this message.
+fn with_message<'a>(records: &'a [Record], message: &str) -> Vec<&'a Record> {
+    records
+        .iter()
+        .filter(|r| r["message"].as_str() == Some(message))
+        .collect()
+}
+
+/// The one record with this message.
+fn record<'a>(records: &'a [Record], message: &str) -> &'a Record {
+    let found = with_message(records, message);
+    assert_eq!(
+        found.len(),
+        1,
+        "want one record '{message}' in {records:#?}"
+    );
+    found[0]
+}
+
+/// The record's timestamp (RFC 3339) in Unix ns.
+fn timestamp_ns(r: &Record) -> i64 {
+    let t = r["timestamp"].as_str().expect("a timestamp");
+    let t = humantime::parse_rfc3339(t).unwrap_or_else(|e| panic!("timestamp {t}: {e}"));
+    t.duration_since(UNIX_EPOCH).unwrap().as_nanos() as i64
+}
+
+/// Parses one logfmt line: `key=value` pairs separated by one space, each value bare (no
+/// space, quote, `=` or backslash) or a quoted string with JSON escapes.
+fn logfmt(line: &str) -> Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
+    let mut rest = line;
+    while !rest.is_empty() {
+        let eq = rest
+            .find('=')
+            .ok_or_else(|| format!("no '=' in {rest:?}"))?;
+        let key = &rest[..eq];
+        if key.is_empty() || key.contains([' ', '"', '\\']) {
+            return Err(format!("bad key {key:?}"));
+        }
+        rest = &rest[eq + 1..];
+        let value = if rest.starts_with('"') {
+            let bytes = rest.as_bytes();
+            let (mut i, mut end) = (1, None);
+            while i < bytes.len() {
+                match bytes[i] {
+                    b'\\' => i += 2,
+                    b'"' => {
+                        end = Some(i);
+                        break;
+                    }
+                    _ => i += 1,
+                }
+            }
+            let end = end.ok_or_else(|| format!("unterminated quote in {rest:?}"))?;
+            let v = serde_json::from_str::<String>(&rest[..=end])
+                .map_err(|e| format!("bad quoted value {:?}: {e}", &rest[..=end]))?;
+            rest = &rest[end + 1..];
+            v
+        } else {
+            let end = rest.find(' ').unwrap_or(rest.len());
+            let v = &rest[..end];
+            if v.is_empty() || v.contains(['"', '=', '\\']) {
+                return Err(format!("bad bare value {v:?} (key {key})"));
+            }
+            rest = &rest[end..];
+            v.to_string()
+        };
+        if pairs.iter().any(|(k, _): &(String, String)| k == key) {
+            return Err(format!("key {key} twice"));
+        }
+        pairs.push((key.to_string(), value));
+        if let Some(r) = rest.strip_prefix(' ') {
+            if r.is_empty() || r.starts_with(' ') {
+                return Err("stray space".into());
+            }
+            rest = r;
+        } else if !rest.is_empty() {
+            return Err(format!("no space before {rest:?}"));
+        }
+    }
+    Ok(pairs)
+}
+
+#[test]
+fn logfmt_parser_reads_bare_and_quoted_values() {
+    let pairs = logfmt(r#"time=t level=info msg="a \"b\" c" n=3 e="" u="\u0001x""#).unwrap();
+    let want = [
+        ("time", "t"),
+        ("level", "info"),
+        ("msg", r#"a "b" c"#),
+        ("n", "3"),
+        ("e", ""),
+        ("u", "\u{1}x"),
+    ];
+    assert_eq!(
+        pairs,
+        want.map(|(k, v)| (k.to_string(), v.to_string())).to_vec()
+    );
+    for bad in [
+        "a=b c", "a=b  c=d", "a=\"open", "a=x\"y", "a=1 a=2", "a=b ", "=b",
+    ] {
+        assert!(logfmt(bad).is_err(), "{bad}");
+    }
+}
+
+/// A duration as lock-exec prints it (`950ms`, `1.5s`, `29.97s`, `4m12s`, `3h05m`,
+/// `2d04h`); None for anything else, such as Rust's `1s 500ms` or a debug string.
+fn human_duration(s: &str) -> Option<Duration> {
+    let num = |t: &str| -> Option<u64> {
+        (!t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| t.parse().ok())
+            .flatten()
+    };
+    let two = |t: &str| num(t).filter(|_| t.len() == 2);
+    if let Some(ms) = s.strip_suffix("ms") {
+        return Some(Duration::from_millis(num(ms)?));
+    }
+    if let Some((d, h)) = s.strip_suffix('h').and_then(|t| t.split_once('d')) {
+        return Some(Duration::from_secs(num(d)? * 86_400 + two(h)? * 3600));
+    }
+    if let Some((h, m)) = s.strip_suffix('m').and_then(|t| t.split_once('h')) {
+        return Some(Duration::from_secs(num(h)? * 3600 + two(m)? * 60));
+    }
+    let secs = s.strip_suffix('s')?;
+    if let Some((m, sec)) = secs.split_once('m') {
+        return Some(Duration::from_secs(num(m)? * 60 + two(sec)?));
+    }
+    let (whole, frac) = secs.split_once('.').unwrap_or((secs, ""));
+    num(whole)?;
+    if !frac.is_empty() && (frac.len() > 2 || num(frac).is_none()) {
+        return None;
+    }
+    Some(Duration::from_secs_f64(secs.parse().ok()?))
+}
+
+/// Parses a duration the way the tests give them to lock-exec (`20s`, `300ms`, `2h`).
+fn given(s: &str) -> Duration {
+    humantime::parse_duration(s).unwrap()
+}
+
+fn ns(d: Duration) -> i64 {
+    d.as_nanos() as i64
+}
+
+/// A command that says when it started and ends when told to (or after 30 s), so the test
+/// can look at the item while the command runs.
+struct Gate {
+    started: PathBuf,
+    go: PathBuf,
+}
+
+impl Gate {
+    fn new(dir: &Path) -> Self {
+        Gate {
+            started: dir.join(unique("started")),
+            go: dir.join(unique("go")),
+        }
+    }
+
+    /// `sh -c BODY` exiting with `code` once opened.
+    fn argv(&self, code: u8) -> Vec<String> {
+        let body = format!(
+            "touch {s}; i=0; while [ ! -e {g} ] && [ $i -lt 1500 ]; do sleep 0.02; i=$((i+1)); done; exit {code}",
+            s = self.started.display(),
+            g = self.go.display()
+        );
+        vec!["sh".into(), "-c".into(), body]
+    }
+
+    fn open(&self) {
+        std::fs::write(&self.go, "").unwrap();
+    }
+}
+
+/// A run observed from outside: its output, and its item while the command ran (when it
+/// did) and after.
+struct Observed {
+    out: Output,
+    during: Option<Item>,
+    after: Option<Item>,
+    /// Wall time from start to exit.
+    elapsed: Duration,
+}
+
+/// `lock-exec run KEY ARGS -- <gate>` with `vars` set.
+async fn observe(env: &Env, key: &str, args: &[String], vars: &[(&str, String)]) -> Observed {
+    let gate = Gate::new(env.dir.path());
+    let mut cmd = env.cmd(["run", key]).args(args);
+    for (k, v) in vars {
+        cmd = cmd.env(k, v);
+    }
+    let running = cmd.arg("--").args(gate.argv(0)).spawn();
+    let pid = running.pid();
+    wait_for(
+        "the command to start or lock-exec to end",
+        Duration::from_secs(30),
+        || gate.started.exists() || !alive(pid),
+    )
+    .await;
+    let during = if gate.started.exists() {
+        env.item(key).await
+    } else {
+        None
+    };
+    gate.open();
+    let out = running.wait().await;
+    let elapsed = out.elapsed;
+    Observed {
+        after: env.item(key).await,
+        out,
+        during,
+        elapsed,
+    }
+}
+
+/// An SDK client for `endpoint` in `region`.
+fn client_in(endpoint: &str, region: &str) -> aws_sdk_dynamodb::Client {
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+    let conf = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region.to_string()))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(conf)
+}
+
+/// A loopback URL nothing listens on.
+fn dead_endpoint() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("http://127.0.0.1:{port}")
+}
+
+// ---------------------------------------------------------------------------------------
+// Options and their environment variables.
+// ---------------------------------------------------------------------------------------
+
+/// One `run` option: run once with only its environment variable, once with the variable
+/// and the flag (a different value): each time the value given must be the one in effect.
+struct OptionCase {
+    flag: &'static str,
+    var: &'static str,
+    env_value: String,
+    flag_value: String,
+    /// Run against a key another run holds.
+    busy: bool,
+    /// Other arguments the case needs.
+    extra: Vec<String>,
+    /// Checks that `value` is in effect.
+    check: fn(&Observed, &str) -> Result<(), String>,
+}
+
+fn case(
+    flag: &'static str,
+    var: &'static str,
+    values: (&str, &str),
+    check: fn(&Observed, &str) -> Result<(), String>,
+) -> OptionCase {
+    OptionCase {
+        flag,
+        var,
+        env_value: values.0.into(),
+        flag_value: values.1.into(),
+        busy: false,
+        extra: Vec::new(),
+        check,
+    }
+}
+
+fn during(o: &Observed) -> Result<&Item, String> {
+    o.during
+        .as_ref()
+        .ok_or_else(|| format!("the command did not run: {}", o.out.stderr))
+}
+
+fn after(o: &Observed) -> Result<&Item, String> {
+    o.after
+        .as_ref()
+        .ok_or_else(|| "no item after the run".into())
+}
+
+fn exit_code(o: &Observed, want: i32) -> Result<(), String> {
+    (o.out.code == Some(want))
+        .then_some(())
+        .ok_or_else(|| format!("exit {:?}, want {want}: {}", o.out.code, o.out.stderr))
+}
+
+fn eq<T: PartialEq + std::fmt::Debug>(what: &str, got: T, want: T) -> Result<(), String> {
+    (got == want)
+        .then_some(())
+        .ok_or_else(|| format!("{what}: got {got:?}, want {want:?}"))
+}
+
+fn summary_field(o: &Observed, name: &str) -> Result<Value, String> {
+    let records = json_records(&o.out.stderr);
+    let last = records.last().ok_or("no records")?;
+    eq(
+        "last record",
+        last["message"].as_str(),
+        Some("run finished"),
+    )?;
+    Ok(last.get(name).cloned().unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_run_option_takes_its_env_var_and_the_flag_wins() {
+    let env = Env::new(Backend::Dynalite).await;
+    let _busy = env
+        .holder(
+            &["run", "busy", "--owner", "busy-holder", "--lease", "30s"],
+            "sleep 600",
+        )
+        .await;
+    let now_min = now_ns() / S / 60;
+    let (job_now, job_before) = (
+        format!("nightly-{now_min}"),
+        format!("nightly-{}", now_min - 1),
+    );
+    let mut cases = vec![
+        case("--lease", "LOCK_EXEC_LEASE", ("20s", "40s"), |o, v| {
+            let it = during(o)?;
+            eq(
+                "expire - acquired",
+                it.expire_ns.unwrap() - it.acquired_ns.unwrap(),
+                ns(given(v)),
+            )?;
+            let records = json_records(&o.out.stderr);
+            eq(
+                "lease field",
+                record(&records, "lock acquired")["lease"].as_str(),
+                Some(v),
+            )
+        }),
+        case("--expire", "LOCK_EXEC_EXPIRE", ("2h", "3h"), |o, v| {
+            let it = during(o)?;
+            eq(
+                "deadline - acquired",
+                it.deadline_ns.unwrap() - it.acquired_ns.unwrap(),
+                ns(given(v)),
+            )
+        }),
+        case(
+            "--owner",
+            "LOCK_EXEC_OWNER",
+            ("env-owner", "flag-owner"),
+            |o, v| {
+                eq("owner", during(o)?.owner.as_deref(), Some(v))?;
+                eq("summary owner", summary_field(o, "owner")?, Value::from(v))
+            },
+        ),
+        case(
+            "--cluster",
+            "LOCK_EXEC_CLUSTER",
+            ("env-east", "flag-west"),
+            |o, v| {
+                eq("cluster", during(o)?.cluster.as_deref(), Some(v))?;
+                eq(
+                    "summary cluster",
+                    summary_field(o, "cluster")?,
+                    Value::from(v),
+                )
+            },
+        ),
+        case(
+            "--min-hold",
+            "LOCK_EXEC_MIN_HOLD",
+            ("20s", "40s"),
+            |o, v| {
+                exit_code(o, 0)?;
+                let it = after(o)?;
+                eq(
+                    "expire - acquired after the run",
+                    it.expire_ns.unwrap() - it.acquired_ns.unwrap(),
+                    ns(given(v)),
+                )
+            },
+        ),
+        case("--slot", "LOCK_EXEC_SLOT", ("1000", "2000"), |o, v| {
+            let n: i64 = v.parse().unwrap();
+            eq("slot", during(o)?.slot, Some(n))?;
+            eq("done_slot", after(o)?.done_slot, Some(n))
+        }),
+        case(
+            "--slot-from-job-name",
+            "LOCK_EXEC_JOB_NAME",
+            (&job_now, &job_before),
+            |o, v| {
+                let n: i64 = v.rsplit_once('-').unwrap().1.parse().unwrap();
+                eq("slot", during(o)?.slot, Some(n))
+            },
+        ),
+        case(
+            "--schedule",
+            "LOCK_EXEC_SCHEDULE",
+            ("7 * * * *", "23 * * * *"),
+            |o, v| {
+                let minute: i64 = v.split(' ').next().unwrap().parse().unwrap();
+                let slot = during(o)?.slot.ok_or("no slot")?;
+                eq("slot's minute of the hour", slot % 60, minute)?;
+                let off = (slot - now_ns() / S / 60).abs();
+                (off <= 30)
+                    .then_some(())
+                    .ok_or(format!("slot {slot} is not the nearest occurrence"))
+            },
+        ),
+        case(
+            "--log-format",
+            "LOCK_EXEC_LOG_FORMAT",
+            ("text", "json"),
+            |o, v| {
+                let first = o.out.stderr.lines().next().ok_or("no log")?;
+                match v {
+                    "json" => serde_json::from_str::<Value>(first)
+                        .map(|_| ())
+                        .map_err(|e| format!("{e}: {first}")),
+                    _ => logfmt(first).and_then(|p| {
+                        eq("first key", p.first().map(|p| p.0.as_str()), Some("time"))
+                    }),
+                }
+            },
+        ),
+    ];
+    let mut tz = case(
+        "--time-zone",
+        "LOCK_EXEC_TIME_ZONE",
+        ("Asia/Tokyo", "Asia/Kolkata"),
+        |o, v| {
+            // 03:00 local in zones without daylight saving time, in minutes of the UTC day.
+            let want = match v {
+                "Asia/Tokyo" => 18 * 60,
+                _ => 21 * 60 + 30,
+            };
+            eq(
+                "slot's minute of the day",
+                during(o)?.slot.ok_or("no slot")? % 1440,
+                want,
+            )
+        },
+    );
+    tz.extra = vec!["--schedule".into(), "0 3 * * *".into()];
+    cases.push(tz);
+    let mut busy = vec![
+        case(
+            "--locked-exit-code",
+            "LOCK_EXEC_LOCKED_EXIT_CODE",
+            ("3", "4"),
+            |o, v| {
+                exit_code(o, v.parse().unwrap())?;
+                eq(
+                    "outcome",
+                    summary_field(o, "outcome")?,
+                    Value::from("skipped"),
+                )
+            },
+        ),
+        case(
+            "--wait-exit-code",
+            "LOCK_EXEC_WAIT_EXIT_CODE",
+            ("5", "6"),
+            |o, v| {
+                exit_code(o, v.parse().unwrap())?;
+                eq(
+                    "outcome",
+                    summary_field(o, "outcome")?,
+                    Value::from("wait-timeout"),
+                )
+            },
+        ),
+        case("--wait", "LOCK_EXEC_WAIT", ("1s", "2s"), |o, v| {
+            exit_code(o, 75)?;
+            let records = json_records(&o.out.stderr);
+            let gave_up = record(
+                &records,
+                "gave up waiting for the key; not running the command",
+            );
+            eq("waited", gave_up["waited"].as_str(), Some(v))?;
+            (o.elapsed + Duration::from_millis(50) >= given(v))
+                .then_some(())
+                .ok_or(format!("gave up after {:?}", o.elapsed))
+        }),
+    ];
+    busy[1].extra = vec!["--wait".into(), "200ms".into()];
+    for c in &mut busy {
+        c.busy = true;
+    }
+    cases.extend(busy);
+
+    let mut failures = Vec::new();
+    for c in &cases {
+        for with_flag in [false, true] {
+            let key = if c.busy {
+                "busy".to_string()
+            } else {
+                unique("opt")
+            };
+            let mut args = c.extra.clone();
+            let value = if with_flag {
+                args.push(format!("{}={}", c.flag, c.flag_value));
+                &c.flag_value
+            } else {
+                &c.env_value
+            };
+            let o = observe(&env, &key, &args, &[(c.var, c.env_value.clone())]).await;
+            if let Err(e) = (c.check)(&o, value) {
+                let how = if with_flag {
+                    "flag over env"
+                } else {
+                    "env only"
+                };
+                failures.push(format!("{} / {} ({how}): {e}", c.flag, c.var));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// `--retry-failed-slot` is a switch: LOCK_EXEC_RETRY_FAILED_SLOT=true turns it on, and the
+/// flag turns it on over `false`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_failed_slot_from_env_and_flag() {
+    let env = Env::new(Backend::Dynalite).await;
+    let cases = [
+        ("plain", None, None, Some(5)),
+        ("by-env", Some("true"), None, None),
+        ("by-flag", Some("false"), Some("--retry-failed-slot"), None),
+    ];
+    for (key, var, flag, done) in cases {
+        let mut cmd = env.cmd(["run", key, "--slot", "5"]).args(flag);
+        if let Some(v) = var {
+            cmd = cmd.env("LOCK_EXEC_RETRY_FAILED_SLOT", v);
+        }
+        let out = cmd.args(["--", "sh", "-c", "exit 1"]).output().await;
+        assert_eq!(out.code, Some(1), "{key}: {}", out.stderr);
+        assert_eq!(env.item(key).await.unwrap().done_slot, done, "{key}");
+    }
+}
+
+/// `-t`/`--table`, `--endpoint-url` as a flag, each over its environment variable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_and_endpoint_flags_win_over_env() {
+    let env = Env::new(Backend::Dynalite).await;
+    let other = unique("other");
+    let out = env.cmd(["create-table", "-t", &other]).output().await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let in_table = |table: String, key: &'static str| {
+        let client = env.client();
+        async move {
+            client
+                .get_item()
+                .table_name(table)
+                .key("key", AttributeValue::S(key.into()))
+                .consistent_read(true)
+                .send()
+                .await
+                .unwrap()
+                .item()
+                .is_some()
+        }
+    };
+    // LOCK_EXEC_TABLE alone, then -t and --table over it.
+    let out = env
+        .cmd(["run", "by-env", "--", "true"])
+        .env("LOCK_EXEC_TABLE", &other)
+        .output()
+        .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(in_table(other.clone(), "by-env").await);
+    assert!(!in_table(env.table.clone(), "by-env").await);
+    for (i, flag) in ["-t", "--table"].into_iter().enumerate() {
+        let key = ["short-flag", "long-flag"][i];
+        let out = env
+            .cmd(["run", key, flag, &other, "--", "true"])
+            .output()
+            .await;
+        assert_eq!(out.code, Some(0), "{flag}: {}", out.stderr);
+        assert!(in_table(other.clone(), key).await, "{flag}");
+        assert!(!in_table(env.table.clone(), key).await, "{flag}");
+    }
+
+    // --endpoint-url alone; over a dead LOCK_EXEC_ENDPOINT_URL; which alone fails.
+    let url = env.endpoint();
+    let out = env
+        .cmd(["run", "by-flag", "--endpoint-url", &url, "--", "true"])
+        .env_remove("LOCK_EXEC_ENDPOINT_URL")
+        .output()
+        .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(env.item("by-flag").await.unwrap().fence, Some(1));
+    let out = env
+        .cmd(["run", "by-flag", "--endpoint-url", &url, "--", "true"])
+        .env("LOCK_EXEC_ENDPOINT_URL", dead_endpoint())
+        .output()
+        .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(env.item("by-flag").await.unwrap().fence, Some(2));
+    let marker = env.dir.file("dead-ran");
+    let out = env
+        .cmd(["run", "by-flag", "--", "touch", marker.to_str().unwrap()])
+        .env("LOCK_EXEC_ENDPOINT_URL", dead_endpoint())
+        .output()
+        .await;
+    assert_eq!(out.code, Some(125), "{}", out.stderr);
+    assert!(out.stderr.contains("unreachable"), "{}", out.stderr);
+    assert!(!marker.exists());
+}
+
+/// `-r`/`--region` and LOCK_EXEC_REGION pick the region requests are signed for; moto keeps
+/// one set of tables per region, so a table made in one is missing from the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn region_from_flag_and_env_selects_the_table() {
+    let server = Server::start(Backend::Moto);
+    let url = server.endpoint();
+    let lock_exec = || LockExec::new(&url, "regional");
+    let out = lock_exec()
+        .args(["create-table", "-r", "eu-west-1"])
+        .output()
+        .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let exists = |region: &'static str| {
+        let client = client_in(&url, region);
+        async move {
+            client
+                .describe_table()
+                .table_name("regional")
+                .send()
+                .await
+                .is_ok()
+        }
+    };
+    assert!(exists("eu-west-1").await);
+    assert!(!exists("us-east-1").await, "moto does not separate regions");
+
+    // The base environment has AWS_REGION=us-east-1: the table is not found there.
+    let out = lock_exec().args(["run", "k", "--", "true"]).output().await;
+    assert_eq!(out.code, Some(125), "{}", out.stderr);
+    assert!(out.stderr.contains("not found"), "{}", out.stderr);
+    let runs: [(&str, Vec<&str>, Option<&str>); 4] = [
+        ("-r", vec!["-r", "eu-west-1"], None),
+        ("--region", vec!["--region", "eu-west-1"], None),
+        ("LOCK_EXEC_REGION", vec![], Some("eu-west-1")),
+        (
+            "-r over LOCK_EXEC_REGION",
+            vec!["-r", "eu-west-1"],
+            Some("ap-south-1"),
+        ),
+    ];
+    for (i, (what, args, var)) in runs.into_iter().enumerate() {
+        let mut cmd = lock_exec().args(["run", "k"]).args(args).args([
+            "--",
+            "sh",
+            "-c",
+            "echo $LOCK_EXEC_FENCE",
+        ]);
+        if let Some(v) = var {
+            cmd = cmd.env("LOCK_EXEC_REGION", v);
+        }
+        let out = cmd.output().await;
+        assert_eq!(out.code, Some(0), "{what}: {}", out.stderr);
+        assert_eq!(out.stdout.trim(), (i + 1).to_string(), "{what}");
+    }
+}
+
+/// A valid `--heartbeat` (or LOCK_EXEC_HEARTBEAT) sets the renewal period, as the debug
+/// records `lease renewed` show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_sets_the_renewal_period() {
+    let env = Env::new(Backend::Dynalite).await;
+    // lease 4s: the default heartbeat (1.33s), or the env's 1.5s, renews at most 2 times
+    // in the command's 3 s; 300 ms about 10 times.
+    for (what, var, flag) in [
+        ("env", "300ms", None),
+        ("flag over env", "1500ms", Some("300ms")),
+    ] {
+        let mut cmd = env
+            .cmd(["run", &unique("hb"), "--lease", "4s"])
+            .env("LOCK_EXEC_LOG", "debug")
+            .env("LOCK_EXEC_HEARTBEAT", var);
+        if let Some(f) = flag {
+            cmd = cmd.args(["--heartbeat", f]);
+        }
+        let out = cmd.args(["--", "sleep", "3"]).output().await;
+        assert_eq!(out.code, Some(0), "{what}: {}", out.stderr);
+        let records = json_records(&out.stderr);
+        let times: Vec<i64> = with_message(&records, "lease renewed")
+            .into_iter()
+            .map(|r| {
+                assert_eq!(r["level"], "debug");
+                timestamp_ns(r)
+            })
+            .collect();
+        assert!(times.len() >= 5, "{what}: {} renewals", times.len());
+        let mut gaps: Vec<i64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+        gaps.sort();
+        let median = gaps[gaps.len() / 2];
+        assert!(
+            (200 * MS..=700 * MS).contains(&median),
+            "{what}: median gap {} ms",
+            median / MS
+        );
+    }
+}
+
+/// LOCK_EXEC_GRACE (and `--grace` over it) is the time from a forwarded SIGTERM to SIGKILL
+/// for a command that ignores SIGTERM; by default the smaller of 10s and lease/3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grace_from_env_and_flag_and_its_default() {
+    let env = Env::new(Backend::Dynalite).await;
+    let cases: [(&str, Vec<&str>, Option<&str>, Duration); 3] = [
+        (
+            "LOCK_EXEC_GRACE=1s",
+            vec![],
+            Some("1s"),
+            Duration::from_secs(1),
+        ),
+        (
+            "--grace 1s over LOCK_EXEC_GRACE=8s",
+            vec!["--grace", "1s"],
+            Some("8s"),
+            Duration::from_secs(1),
+        ),
+        (
+            "default with --lease 6s",
+            vec!["--lease", "6s"],
+            None,
+            Duration::from_secs(2),
+        ),
+    ];
+    for (what, args, var, grace) in cases {
+        let key = unique("grace");
+        let mut run_args = vec!["run", key.as_str()];
+        run_args.extend(&args);
+        let running = {
+            let pidfile = env.dir.file(&unique("pid"));
+            let mut cmd = env.cmd(&run_args);
+            if let Some(v) = var {
+                cmd = cmd.env("LOCK_EXEC_GRACE", v);
+            }
+            let script = format!(
+                "trap '' TERM; echo $$ > {}; exec sleep 60",
+                pidfile.display()
+            );
+            let running = cmd.args(["--", "sh", "-c", &script]).spawn();
+            wait_for("the command", Duration::from_secs(20), || {
+                read_num(&pidfile).is_some()
+            })
+            .await;
+            running
+        };
+        let sent = Instant::now();
+        running.signal(Signal::SIGTERM);
+        let out = running.wait().await;
+        let took = sent.elapsed();
+        assert_eq!(out.code, Some(137), "{what}: {}", out.stderr);
+        assert!(
+            took + Duration::from_millis(100) >= grace && took < grace + Duration::from_secs(4),
+            "{what}: SIGKILL {took:?} after SIGTERM"
+        );
+        let records = json_records(&out.stderr);
+        let fwd = record(
+            &records,
+            "forwarded shutdown signal; keeping the lease until the command exits, SIGKILL after the grace period",
+        );
+        assert_eq!(
+            human_duration(fwd["grace"].as_str().unwrap()),
+            Some(grace),
+            "{what}"
+        );
+        assert_eq!(fwd["signal"], "SIGTERM");
+        assert_eq!(records.last().unwrap()["status"], "killed by SIGKILL");
+    }
+}
+
+/// LOCK_EXEC_MAX_CLOCK_SKEW: an impossible value is refused naming it; a valid one moves
+/// the hard-cap stop earlier by the skew (the command is stopped skew + margin + grace
+/// before the deadline it wrote); the flag wins over the variable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_clock_skew_from_env_and_flag() {
+    let env = Env::new(Backend::Dynalite).await;
+    let base = [
+        "--lease",
+        "6s",
+        "--heartbeat",
+        "1s",
+        "--grace",
+        "500ms",
+        "-e",
+        "8s",
+    ];
+    let marker = env.dir.file("never");
+    let out = env
+        .cmd(["run", "refused"])
+        .args(base)
+        .args(["--", "touch", marker.to_str().unwrap()])
+        .env("LOCK_EXEC_MAX_CLOCK_SKEW", "5s")
+        .output()
+        .await;
+    assert_eq!(out.code, Some(125), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--max-clock-skew (5s)"),
+        "{}",
+        out.stderr
+    );
+    assert!(!marker.exists());
+
+    // With skew 2s (margin 250ms, grace 500ms) SIGTERM comes 2.75s before the deadline;
+    // with the default skew (600ms) it would come 1.35s before.
+    let run = |key: &'static str, flag: Option<&'static str>, var: &'static str| {
+        let mut cmd = env.cmd(["run", key]).args(base);
+        if let Some(f) = flag {
+            cmd = cmd.args(["--max-clock-skew", f]);
+        }
+        cmd.env("LOCK_EXEC_MAX_CLOCK_SKEW", var)
+            .args(["--", "sleep", "30"])
+            .output()
+    };
+    let (by_env, by_flag) =
+        tokio::join!(run("by-env", None, "2s"), run("by-flag", Some("2s"), "5s"));
+    for (key, out) in [("by-env", by_env), ("by-flag", by_flag)] {
+        assert_eq!(out.code, Some(124), "{key}: {}", out.stderr);
+        let records = json_records(&out.stderr);
+        let stop = record(
+            &records,
+            "stopping the command: SIGTERM now, SIGKILL when the grace period ends",
+        );
+        assert_eq!(stop["reason"], "the hard cap (--expire) was reached");
+        let deadline = env.item(key).await.unwrap().deadline_ns.unwrap();
+        let before = deadline - timestamp_ns(stop);
+        assert!(
+            (2050 * MS..=3750 * MS).contains(&before),
+            "{key}: SIGTERM {} ms before the deadline, want about 2750",
+            before / MS
+        );
+    }
+}

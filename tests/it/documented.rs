@@ -7,6 +7,7 @@
 //! and decoded by the harness's own reading of the documented layout, log records are
 //! parsed here (JSON, and logfmt with a parser of our own).
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
@@ -875,4 +876,721 @@ async fn max_clock_skew_from_env_and_flag() {
             before / MS
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Log records: formats, the summary, levels.
+// ---------------------------------------------------------------------------------------
+
+/// Fails on a field value that looks like a Rust debug string rather than a plain value.
+fn assert_plain_values(r: &Record) {
+    for (name, v) in r {
+        if name == "message" {
+            continue;
+        }
+        if let Value::String(s) = v {
+            let debug = [
+                "Some(",
+                "None",
+                "Exited(",
+                "Signaled(",
+                "Duration",
+                "Ok(",
+                "Err(",
+            ]
+            .iter()
+            .any(|p| s.starts_with(p))
+                || s.starts_with('"')
+                || s.starts_with('[')
+                || s.starts_with('{');
+            assert!(!debug, "field {name} is a debug string: {s:?} in {r:?}");
+        }
+        assert!(
+            !matches!(v, Value::Array(_) | Value::Object(_)),
+            "field {name} is not a plain value: {r:?}"
+        );
+    }
+}
+
+/// What a run's summary record should say.
+struct Summary<'a> {
+    outcome: &'a str,
+    key: &'a str,
+    owner: &'a str,
+    cluster: Option<&'a str>,
+    slot: Option<&'a str>,
+    /// `Some` when the run took the key.
+    fence: Option<u64>,
+    /// The command's status, when it ran.
+    status: Option<&'a str>,
+}
+
+/// Checks the whole log of a run: every record is well-formed JSON with the run's context,
+/// and the last one is the summary `run finished` with the exit code the process returned.
+fn assert_run_log(out: &Output, want: &Summary) -> Vec<Record> {
+    let records = json_records(&out.stderr);
+    assert!(!records.is_empty(), "no records");
+    for r in &records {
+        let t = r["timestamp"].as_str().expect("timestamp");
+        assert!(
+            humantime::parse_rfc3339(t).is_ok() && t.ends_with('Z'),
+            "timestamp {t}"
+        );
+        let level = r["level"].as_str().expect("level");
+        assert!(
+            ["error", "warn", "info", "debug", "trace"].contains(&level),
+            "level {level}"
+        );
+        assert!(
+            r["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{r:?}"
+        );
+        assert_eq!(
+            r.get("key").and_then(Value::as_str),
+            Some(want.key),
+            "{r:?}"
+        );
+        if let Some(c) = want.cluster {
+            assert_eq!(r.get("cluster").and_then(Value::as_str), Some(c), "{r:?}");
+        } else {
+            assert!(!r.contains_key("cluster"), "{r:?}");
+        }
+        assert_plain_values(r);
+    }
+    let last = records.last().unwrap();
+    assert_eq!(last["message"], "run finished", "{}", out.stderr);
+    assert_eq!(last["level"], "info");
+    assert_eq!(last["outcome"], want.outcome, "{}", out.stderr);
+    assert_eq!(
+        last["exit_code"].as_i64(),
+        out.code.map(i64::from),
+        "{last:?}"
+    );
+    assert_eq!(last["owner"], want.owner);
+    assert_eq!(last.get("slot").and_then(Value::as_str), want.slot);
+    assert_eq!(
+        last.get("fence").and_then(Value::as_u64),
+        want.fence,
+        "{last:?}"
+    );
+    assert_eq!(
+        last.get("status").and_then(Value::as_str),
+        want.status,
+        "{last:?}"
+    );
+    for d in ["held", "ran"] {
+        let ran = d == "held" && want.fence.is_some() || want.status.is_some();
+        match last.get(d) {
+            Some(v) => {
+                let s = v.as_str().expect("a string");
+                assert!(human_duration(s).is_some(), "{d}={s}: not a duration");
+                assert!(ran, "{d} without a run: {last:?}");
+            }
+            None => assert!(!ran, "{d} missing: {last:?}"),
+        }
+    }
+    records
+}
+
+/// The `held` or `ran` of a summary.
+fn summary_duration(r: &Record, name: &str) -> Duration {
+    human_duration(r[name].as_str().unwrap()).unwrap()
+}
+
+/// Waits until lock-exec has its signal handlers (SIGTERM caught), so a signal sent now is
+/// handled rather than killing it.
+async fn handlers_installed(pid: i32) {
+    wait_for(
+        "lock-exec's signal handlers",
+        Duration::from_secs(20),
+        || {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|s| {
+                    let line = s.lines().find(|l| l.starts_with("SigCgt:"))?.to_string();
+                    u64::from_str_radix(line.split_whitespace().nth(1)?, 16).ok()
+                })
+                .is_some_and(|caught| caught & (1 << (15 - 1)) != 0)
+        },
+    )
+    .await;
+}
+
+/// Every outcome ends with the summary `run finished` (or, for an error, an error record)
+/// carrying the run's context and plain values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_run_ends_with_a_summary_record() {
+    let env = Env::new(Backend::Dynalite).await;
+    let owner = "pod \"a\" b";
+
+    // ran, with a slot.
+    let out = env
+        .cmd([
+            "run",
+            "ran",
+            "--owner",
+            owner,
+            "--cluster",
+            "east",
+            "--slot",
+            "7",
+            "--",
+            "sh",
+            "-c",
+            "sleep 1.2; exit 3",
+        ])
+        .output()
+        .await;
+    let records = assert_run_log(
+        &out,
+        &Summary {
+            outcome: "ran",
+            key: "ran",
+            owner,
+            cluster: Some("east"),
+            slot: Some("7"),
+            fence: Some(1),
+            status: Some("exited 3"),
+        },
+    );
+    let last = records.last().unwrap();
+    let ran = summary_duration(last, "ran");
+    assert!(
+        ran >= Duration::from_millis(1200) && ran <= out.elapsed,
+        "ran {ran:?}, whole run {:?}",
+        out.elapsed
+    );
+    assert!(summary_duration(last, "held") >= ran, "{last:?}");
+    assert_eq!(out.code, Some(3));
+
+    // skipped and wait-timeout, against a holder in another cluster.
+    let _busy = env
+        .holder(
+            &["run", "busy", "--cluster", "west", "--owner", "other"],
+            "sleep 600",
+        )
+        .await;
+    let out = env
+        .cmd([
+            "run",
+            "busy",
+            "--owner",
+            "me",
+            "--cluster",
+            "east",
+            "--",
+            "true",
+        ])
+        .output()
+        .await;
+    assert_eq!(out.code, Some(0));
+    assert_run_log(
+        &out,
+        &Summary {
+            outcome: "skipped",
+            key: "busy",
+            owner: "me",
+            cluster: Some("east"),
+            slot: None,
+            fence: None,
+            status: None,
+        },
+    );
+    let out = env
+        .cmd([
+            "run", "busy", "--owner", "me", "--wait", "300ms", "--", "true",
+        ])
+        .output()
+        .await;
+    assert_eq!(out.code, Some(75));
+    assert_run_log(
+        &out,
+        &Summary {
+            outcome: "wait-timeout",
+            key: "busy",
+            owner: "me",
+            cluster: None,
+            slot: None,
+            fence: None,
+            status: None,
+        },
+    );
+
+    // interrupted: SIGTERM while waiting for the key.
+    let waiting = env
+        .cmd([
+            "run",
+            "busy",
+            "--owner",
+            "me",
+            "--cluster",
+            "east",
+            "--wait",
+            "60s",
+            "--",
+            "true",
+        ])
+        .spawn();
+    handlers_installed(waiting.pid()).await;
+    waiting.signal(Signal::SIGTERM);
+    let out = waiting.wait().await;
+    assert_eq!(out.code, Some(143), "{}", out.stderr);
+    assert_run_log(
+        &out,
+        &Summary {
+            outcome: "interrupted",
+            key: "busy",
+            owner: "me",
+            cluster: Some("east"),
+            slot: None,
+            fence: None,
+            status: None,
+        },
+    );
+
+    // hard-cap.
+    let out = env
+        .cmd([
+            "run",
+            "cap",
+            "--owner",
+            "me",
+            "-e",
+            "3s",
+            "--lease",
+            "2s",
+            "--heartbeat",
+            "300ms",
+            "--grace",
+            "300ms",
+            "--",
+            "sleep",
+            "30",
+        ])
+        .output()
+        .await;
+    assert_eq!(out.code, Some(124), "{}", out.stderr);
+    assert_run_log(
+        &out,
+        &Summary {
+            outcome: "hard-cap",
+            key: "cap",
+            owner: "me",
+            cluster: None,
+            slot: None,
+            fence: Some(1),
+            status: Some("killed by SIGTERM"),
+        },
+    );
+
+    // lease-lost: revoked by unlock --force.
+    let holder = env
+        .holder(
+            &[
+                "run",
+                "lost",
+                "--owner",
+                "me",
+                "--cluster",
+                "east",
+                "--lease",
+                "3s",
+            ],
+            "exec sleep 600",
+        )
+        .await;
+    let forced = env.cmd(["unlock", "lost", "--force"]).output().await;
+    assert_eq!(forced.code, Some(0), "{}", forced.stderr);
+    let out = holder.running.wait().await;
+    assert_eq!(out.code, Some(125), "{}", out.stderr);
+    assert_run_log(
+        &out,
+        &Summary {
+            outcome: "lease-lost",
+            key: "lost",
+            owner: "me",
+            cluster: Some("east"),
+            slot: None,
+            fence: Some(1),
+            status: Some("killed by SIGTERM"),
+        },
+    );
+
+    // ran, ended by a forwarded SIGTERM.
+    let holder = env
+        .holder(&["run", "term", "--owner", "me"], "exec sleep 600")
+        .await;
+    holder.running.signal(Signal::SIGTERM);
+    let out = holder.running.wait().await;
+    assert_eq!(out.code, Some(143), "{}", out.stderr);
+    assert_run_log(
+        &out,
+        &Summary {
+            outcome: "ran",
+            key: "term",
+            owner: "me",
+            cluster: None,
+            slot: None,
+            fence: Some(1),
+            status: Some("killed by SIGTERM"),
+        },
+    );
+
+    // error: one error record, with the run's key and cluster.
+    let out = env
+        .cmd([
+            "run",
+            "err",
+            "--cluster",
+            "east",
+            "-t",
+            "no-such-table",
+            "--",
+            "true",
+        ])
+        .output()
+        .await;
+    assert_eq!(out.code, Some(125));
+    let records = json_records(&out.stderr);
+    let last = records.last().unwrap();
+    assert_eq!(last["level"], "error", "{}", out.stderr);
+    assert_eq!(last["outcome"], "error");
+    assert_eq!(last["exit_code"], 125);
+    assert_eq!(last["key"], "err");
+    assert_eq!(last["cluster"], "east");
+    assert!(
+        last["message"].as_str().unwrap().contains("no-such-table"),
+        "{last:?}"
+    );
+    assert!(with_message(&records, "run finished").is_empty());
+}
+
+/// `--log-format text` (and LOCK_EXEC_LOG_FORMAT=text) is logfmt: `time level msg` first,
+/// values with spaces or quotes quoted, so an owner such as `pod "a" b` reads back exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_records_are_logfmt_that_round_trips() {
+    let env = Env::new(Backend::Dynalite).await;
+    let owner = "pod \"a\" b=c";
+    for (what, flag, var) in [
+        ("--log-format text", true, "json"),
+        ("LOCK_EXEC_LOG_FORMAT=text", false, "text"),
+    ] {
+        let key = unique("text key");
+        let mut cmd = env.cmd(["run", &key, "--owner", owner, "--cluster", "east 1"]);
+        if flag {
+            cmd = cmd.args(["--log-format", "text"]);
+        }
+        let out = cmd
+            .env("LOCK_EXEC_LOG_FORMAT", var)
+            .args(["--", "sh", "-c", "exit 4"])
+            .output()
+            .await;
+        assert_eq!(out.code, Some(4), "{what}: {}", out.stderr);
+        let lines: Vec<Vec<(String, String)>> = out
+            .stderr
+            .lines()
+            .map(|l| logfmt(l).unwrap_or_else(|e| panic!("{what}: not logfmt ({e}): {l}")))
+            .collect();
+        assert!(lines.len() >= 3, "{what}: {}", out.stderr);
+        for pairs in &lines {
+            let names: Vec<&str> = pairs.iter().take(3).map(|p| p.0.as_str()).collect();
+            assert_eq!(names, ["time", "level", "msg"], "{what}");
+            assert!(
+                humantime::parse_rfc3339(&pairs[0].1).is_ok(),
+                "{}",
+                pairs[0].1
+            );
+            let get = |k: &str| pairs.iter().find(|p| p.0 == k).map(|p| p.1.as_str());
+            assert_eq!(get("key"), Some(key.as_str()), "{what}: {pairs:?}");
+            assert_eq!(get("cluster"), Some("east 1"), "{what}: {pairs:?}");
+            assert_eq!(get("owner"), Some(owner), "{what}: {pairs:?}");
+        }
+        let last = lines.last().unwrap();
+        let get = |k: &str| last.iter().find(|p| p.0 == k).map(|p| p.1.as_str());
+        assert_eq!(get("msg"), Some("run finished"));
+        assert_eq!(get("level"), Some("info"));
+        assert_eq!(get("outcome"), Some("ran"));
+        assert_eq!(get("exit_code"), Some("4"));
+        assert_eq!(get("status"), Some("exited 4"));
+        assert_eq!(get("fence"), Some("1"));
+        // The raw line quotes the values with spaces.
+        let raw = out.stderr.lines().last().unwrap();
+        assert!(raw.contains(r#"owner="pod \"a\" b=c""#), "{raw}");
+        assert!(raw.contains(r#"status="exited 4""#), "{raw}");
+    }
+    // An error, and a usage error clap reports, are one logfmt line too.
+    for args in [
+        vec![
+            "--log-format",
+            "text",
+            "run",
+            "k",
+            "-t",
+            "no-such-table",
+            "--",
+            "true",
+        ],
+        vec![
+            "--log-format",
+            "text",
+            "run",
+            "k",
+            "--tabel",
+            "x",
+            "--",
+            "true",
+        ],
+    ] {
+        let out = env.cmd(&args).output().await;
+        assert_eq!(out.code, Some(125), "{args:?}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+        let pairs = logfmt(out.stderr.trim_end()).unwrap();
+        let get = |k: &str| pairs.iter().find(|p| p.0 == k).map(|p| p.1.as_str());
+        assert_eq!(get("level"), Some("error"));
+        assert_eq!(get("outcome"), Some("error"));
+        assert_eq!(get("exit_code"), Some("125"));
+    }
+}
+
+/// The level comes from LOCK_EXEC_LOG, else RUST_LOG (default info); a bare level such as
+/// `debug` shows the renewals and the command line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_level_from_lock_exec_log_over_rust_log() {
+    let env = Env::new(Backend::Dynalite).await;
+    let _busy = env.holder(&["run", "busy"], "sleep 600").await;
+    let levels = |stderr: &str| -> BTreeSet<String> {
+        json_records(stderr)
+            .iter()
+            .map(|r| r["level"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let set = |v: &[&str]| -> BTreeSet<String> { v.iter().map(|s| s.to_string()).collect() };
+    // A run long enough for renewals (lease 2s: every 667 ms).
+    let renewing = |vars: &[(&str, &str)]| {
+        let mut cmd = env.cmd([
+            "run",
+            &unique("lvl"),
+            "--lease",
+            "2s",
+            "--",
+            "sh",
+            "-c",
+            "sleep 1.6",
+        ]);
+        for (k, v) in vars {
+            cmd = cmd.env(k, v);
+        }
+        cmd.output()
+    };
+    // A wait that runs out logs info and warn records.
+    let giving_up = |vars: &[(&str, &str)]| {
+        let mut cmd = env.cmd(["run", "busy", "--wait", "200ms", "--", "true"]);
+        for (k, v) in vars {
+            cmd = cmd.env(k, v);
+        }
+        cmd.output()
+    };
+
+    let out = renewing(&[]).await;
+    assert_eq!(
+        levels(&out.stderr),
+        set(&["info"]),
+        "default: {}",
+        out.stderr
+    );
+    for (what, vars) in [
+        ("LOCK_EXEC_LOG=debug", vec![("LOCK_EXEC_LOG", "debug")]),
+        ("RUST_LOG=debug", vec![("RUST_LOG", "debug")]),
+        (
+            "LOCK_EXEC_LOG=debug over RUST_LOG=warn",
+            vec![("LOCK_EXEC_LOG", "debug"), ("RUST_LOG", "warn")],
+        ),
+    ] {
+        let out = renewing(&vars).await;
+        assert_eq!(out.code, Some(0), "{what}: {}", out.stderr);
+        let records = json_records(&out.stderr);
+        assert!(
+            !with_message(&records, "lease renewed").is_empty(),
+            "{what}: no renewal records: {}",
+            out.stderr
+        );
+        let line = record(&records, "command line");
+        assert_eq!(line["level"], "debug");
+        assert_eq!(line["argv"], "sh -c 'sleep 1.6'", "{what}");
+        assert!(!with_message(&records, "run finished").is_empty(), "{what}");
+    }
+
+    let out = giving_up(&[]).await;
+    assert_eq!(
+        levels(&out.stderr),
+        set(&["info", "warn"]),
+        "{}",
+        out.stderr
+    );
+    for (what, vars) in [
+        ("RUST_LOG=warn", vec![("RUST_LOG", "warn")]),
+        (
+            "LOCK_EXEC_LOG=warn over RUST_LOG=debug",
+            vec![("LOCK_EXEC_LOG", "warn"), ("RUST_LOG", "debug")],
+        ),
+    ] {
+        let out = giving_up(&vars).await;
+        assert_eq!(out.code, Some(75), "{what}: {}", out.stderr);
+        assert_eq!(
+            levels(&out.stderr),
+            set(&["warn"]),
+            "{what}: {}",
+            out.stderr
+        );
+        let records = json_records(&out.stderr);
+        record(
+            &records,
+            "gave up waiting for the key; not running the command",
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Defaults.
+// ---------------------------------------------------------------------------------------
+
+/// The host name, as lock-exec's default owner.
+fn host_name() -> String {
+    nix::unistd::gethostname().unwrap().into_string().unwrap()
+}
+
+/// Without options: table `lock-exec`, owner the host name, lease 30s, hard cap 24h, `ttl`
+/// a day after the deadline, grace 10s, locked exit code 0, wait exit code 75.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defaults_table_owner_lease_expire_grace_and_exit_codes() {
+    let server = Server::start(Backend::Dynalite);
+    let url = server.endpoint();
+    let bare = || LockExec::new(&url, "unused").env_remove("LOCK_EXEC_TABLE");
+    let out = bare().arg("create-table").output().await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let raw = client(&url);
+    let tables = raw.list_tables().send().await.unwrap();
+    assert_eq!(tables.table_names(), ["lock-exec"]);
+
+    let dir = TempDir::new();
+    let pidfile = dir.file("pid");
+    let ownerfile = dir.file("owner");
+    let holder = bare()
+        .args(["run", "d", "--", "sh", "-c"])
+        .arg(format!(
+            "echo \"$LOCK_EXEC_OWNER\" > {}; echo $$ > {}; sleep 600",
+            ownerfile.display(),
+            pidfile.display()
+        ))
+        .spawn();
+    wait_for("the command", Duration::from_secs(20), || {
+        read_num(&pidfile).is_some()
+    })
+    .await;
+    let item = raw
+        .get_item()
+        .table_name("lock-exec")
+        .key("key", AttributeValue::S("d".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    let item = Item::from_raw(item.item().expect("the item is in table lock-exec"));
+    let host = host_name();
+    assert_eq!(item.owner.as_deref(), Some(host.as_str()));
+    assert_eq!(
+        std::fs::read_to_string(&ownerfile).unwrap().trim_end(),
+        host
+    );
+    let acquired = item.acquired_ns.unwrap();
+    let lease = item.expire_ns.unwrap() - acquired;
+    assert!((lease - 30 * S).abs() <= MS, "lease {lease} ns");
+    let expire = item.deadline_ns.unwrap() - acquired;
+    assert!((expire - 86_400 * S).abs() <= MS, "expire {expire} ns");
+    assert_eq!(item.ttl_s, Some(item.deadline_ns.unwrap() / S + 86_400));
+    assert_eq!(item.cluster, None);
+
+    // Skipped: exit 0; a wait that runs out: 75.
+    let out = bare().args(["run", "d", "--", "true"]).output().await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(summary_of(&out)["outcome"], "skipped");
+    let out = bare()
+        .args(["run", "d", "--wait", "300ms", "--", "true"])
+        .output()
+        .await;
+    assert_eq!(out.code, Some(75), "{}", out.stderr);
+    assert_eq!(summary_of(&out)["outcome"], "wait-timeout");
+    let out = bare().args(["status", "d"]).output().await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout.contains(&format!("held by owner {host}")),
+        "{}",
+        out.stdout
+    );
+
+    // Grace: 10s with the default lease.
+    holder.signal(Signal::SIGTERM);
+    let out = holder.wait().await;
+    assert_eq!(out.code, Some(143), "{}", out.stderr);
+    let records = json_records(&out.stderr);
+    let fwd = record(
+        &records,
+        "forwarded shutdown signal; keeping the lease until the command exits, SIGKILL after the grace period",
+    );
+    assert_eq!(fwd["grace"], "10s");
+    let acquired_rec = record(&records, "lock acquired");
+    assert_eq!(acquired_rec["lease"], "30s");
+}
+
+/// The summary record of a run.
+fn summary_of(out: &Output) -> Record {
+    let records = json_records(&out.stderr);
+    let last = records.last().cloned().expect("records");
+    assert_eq!(last["message"], "run finished", "{}", out.stderr);
+    last
+}
+
+/// `--wait` gives up when it runs out: exit 75, a record saying so, for how long and who
+/// holds the key, and the command never ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_gives_up_on_time_and_names_the_holder() {
+    let env = Env::new(Backend::Dynalite).await;
+    let _holder = env
+        .holder(
+            &["run", "k", "--owner", "pod-holder", "--cluster", "west"],
+            "sleep 600",
+        )
+        .await;
+    let marker = env.dir.file("ran");
+    let out = env
+        .cmd(["run", "k", "--owner", "pod-waiter", "--wait", "2s", "--"])
+        .args(["touch", marker.to_str().unwrap()])
+        .output()
+        .await;
+    assert_eq!(out.code, Some(75), "{}", out.stderr);
+    assert!(!marker.exists(), "the command ran");
+    assert!(
+        out.elapsed >= Duration::from_millis(1900) && out.elapsed < Duration::from_secs(12),
+        "gave up after {:?}",
+        out.elapsed
+    );
+    let records = json_records(&out.stderr);
+    let gave_up = record(
+        &records,
+        "gave up waiting for the key; not running the command",
+    );
+    assert_eq!(gave_up["level"], "warn");
+    assert_eq!(gave_up["waited"], "2s");
+    let holder = gave_up["holder"].as_str().unwrap();
+    assert!(
+        holder.contains("owner pod-holder") && holder.contains("cluster west"),
+        "{holder}"
+    );
+    let last = records.last().unwrap();
+    assert_eq!(last["outcome"], "wait-timeout");
+    assert_eq!(last["exit_code"], 75);
+    assert_eq!(
+        env.item("k").await.unwrap().owner.as_deref(),
+        Some("pod-holder")
+    );
 }

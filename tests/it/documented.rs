@@ -7,7 +7,7 @@
 //! and decoded by the harness's own reading of the documented layout, log records are
 //! parsed here (JSON, and logfmt with a parser of our own).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
@@ -15,7 +15,15 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
+use crate::both;
 use crate::harness::*;
+
+both!(
+    unlock_of_never_locked_lapsed_and_released_keys_changes_nothing,
+    status_describes_free_held_and_finished_keys,
+    min_hold_and_go_tool_locks_in_status_and_unlock,
+    list_pages_through_the_whole_table,
+);
 
 /// A JSON log record.
 type Record = serde_json::Map<String, Value>;
@@ -1593,4 +1601,557 @@ async fn wait_gives_up_on_time_and_names_the_holder() {
         env.item("k").await.unwrap().owner.as_deref(),
         Some("pod-holder")
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// unlock, status, list.
+// ---------------------------------------------------------------------------------------
+
+/// Unix ns of an RFC 3339 time printed by `status`/`list`.
+fn rfc3339_ns(v: &Value) -> Option<i64> {
+    let t = humantime::parse_rfc3339(v.as_str()?).ok()?;
+    Some(t.duration_since(UNIX_EPOCH).unwrap().as_nanos() as i64)
+}
+
+/// The fields of `status --output json` and of every `list --output json` element.
+const STATUS_FIELDS: [&str; 18] = [
+    "key",
+    "state",
+    "held",
+    "owner",
+    "cluster",
+    "fence",
+    "run",
+    "slot",
+    "acquired_at",
+    "expires_at",
+    "deadline",
+    "released_at",
+    "revoked_at",
+    "done_slot",
+    "done_by",
+    "done_cluster",
+    "done_at",
+    "malformed",
+];
+
+/// A `status -o json` object says what the item (read independently) holds.
+fn assert_status_matches(s: &Value, key: &str, item: Option<&Item>) {
+    let fields: BTreeSet<&str> = s.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(fields, STATUS_FIELDS.into_iter().collect(), "{s}");
+    assert_eq!(s["key"], key);
+    assert_eq!(s["malformed"], Value::Null, "{s}");
+    let empty = Item::default();
+    let item = item.unwrap_or(&empty);
+    let held = item.is_held(now_ns());
+    assert_eq!(s["held"], held, "{s}");
+    let opt_s = |v: &Option<String>| v.clone().map(Value::from).unwrap_or(Value::Null);
+    let opt_n = |v: Option<i64>| v.map(Value::from).unwrap_or(Value::Null);
+    assert_eq!(s["owner"], opt_s(&item.owner), "{s}");
+    assert_eq!(s["cluster"], opt_s(&item.cluster), "{s}");
+    assert_eq!(s["run"], opt_s(&item.run), "{s}");
+    assert_eq!(s["fence"], opt_n(item.fence), "{s}");
+    assert_eq!(s["slot"], opt_n(item.slot), "{s}");
+    assert_eq!(s["done_slot"], opt_n(item.done_slot), "{s}");
+    assert_eq!(s["done_by"], opt_s(&item.done_by), "{s}");
+    assert_eq!(s["done_cluster"], opt_s(&item.done_cluster), "{s}");
+    for (field, t) in [
+        ("acquired_at", item.acquired_ns),
+        ("expires_at", item.expire_ns),
+        ("deadline", item.deadline_ns),
+        ("released_at", item.released_ns),
+        ("revoked_at", item.revoked_ns),
+        ("done_at", item.done_at_ns),
+    ] {
+        match t {
+            None => assert_eq!(s[field], Value::Null, "{field}: {s}"),
+            Some(t) => {
+                let printed = rfc3339_ns(&s[field]).unwrap_or_else(|| panic!("{field}: {s}"));
+                assert!((printed - t).abs() < MS, "{field}: {} vs {t}", s[field]);
+            }
+        }
+    }
+}
+
+/// `status KEY -o json`, parsed.
+async fn status_json(env: &Env, key: &str) -> Value {
+    let out = env.cmd(["status", key, "-o", "json"]).output().await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
+}
+
+async fn unlock_of_never_locked_lapsed_and_released_keys_changes_nothing(b: Backend) {
+    let env = Env::new(b).await;
+    let messages = |out: &Output| -> Vec<String> {
+        json_records(&out.stderr)
+            .iter()
+            .map(|r| r["message"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    let out = env.cmd(["unlock", "never"]).output().await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(messages(&out), ["key was not locked"]);
+    assert_eq!(env.raw_item("never").await, None, "unlock created an item");
+
+    // Released: a finished run's item.
+    let out = env.cmd(["run", "released", "--", "true"]).output().await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let before = env.raw_item("released").await.unwrap();
+    let out = env.cmd(["unlock", "released"]).output().await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(
+        messages(&out),
+        ["key was already free (its lease had lapsed)"]
+    );
+    assert_eq!(env.raw_item("released").await.unwrap(), before);
+
+    // Lapsed: the holder died without releasing (SIGKILL), its lease ran out.
+    let holder = env
+        .holder(&["run", "lapsed", "--lease", "1s"], "exec sleep 600")
+        .await;
+    holder.running.signal(Signal::SIGKILL);
+    let _ = holder.running.wait().await;
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(holder.child), Signal::SIGKILL);
+    let before = env.raw_item("lapsed").await.unwrap();
+    let lapsed = Item::from_raw(&before);
+    assert!(
+        lapsed.run.is_some() && lapsed.released_ns.is_none(),
+        "{lapsed:?}"
+    );
+    let lease_end = lapsed.expire_ns.unwrap();
+    wait_for("the lease to lapse", Duration::from_secs(10), || {
+        now_ns() > lease_end + 50 * MS
+    })
+    .await;
+    let out = env.cmd(["unlock", "lapsed"]).output().await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(
+        messages(&out),
+        ["key was already free (its lease had lapsed)"]
+    );
+    assert_eq!(
+        env.raw_item("lapsed").await.unwrap(),
+        before,
+        "unlock wrote"
+    );
+    // The next run takes it.
+    let out = env
+        .cmd(["run", "lapsed", "--", "sh", "-c", "echo $LOCK_EXEC_FENCE"])
+        .output()
+        .await;
+    assert_eq!(out.stdout, "2\n", "{}", out.stderr);
+}
+
+async fn status_describes_free_held_and_finished_keys(b: Backend) {
+    let env = Env::new(b).await;
+    // Never locked.
+    let out = env.cmd(["status", "free key"]).output().await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(
+        out.stdout,
+        "free key: free (never locked, or its item expired)\n"
+    );
+    let s = status_json(&env, "free key").await;
+    assert_status_matches(&s, "free key", None);
+    assert_eq!(s["state"], "free");
+
+    // Held, with a slot.
+    let gate = Gate::new(env.dir.path());
+    let running = env
+        .cmd([
+            "run",
+            "s",
+            "--owner",
+            "pod-s",
+            "--cluster",
+            "east",
+            "--slot",
+            "42",
+            "-e",
+            "2h",
+            "--",
+        ])
+        .args(gate.argv(0))
+        .spawn();
+    wait_for("the command", Duration::from_secs(20), || {
+        gate.started.exists()
+    })
+    .await;
+    let out = env.cmd(["status", "s"]).output().await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout
+            .starts_with("s: held by owner pod-s, cluster east, fence 1, slot 42, acquired "),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("hard cap 20"), "{}", out.stdout);
+    let s = status_json(&env, "s").await;
+    let item = env.item("s").await.unwrap();
+    assert_status_matches(&s, "s", Some(&item));
+    assert_eq!(s["state"], "held");
+    assert!(s["run"].is_string(), "{s}");
+
+    // Finished: released, slot done.
+    gate.open();
+    let out = running.wait().await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let out = env.cmd(["status", "s"]).output().await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout
+            .starts_with("s: free (last owner pod-s, cluster east, fence 1"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("; slot 42 done by pod-s in cluster east"),
+        "{}",
+        out.stdout
+    );
+    let s = status_json(&env, "s").await;
+    let item = env.item("s").await.unwrap();
+    assert_status_matches(&s, "s", Some(&item));
+    assert_eq!(s["state"], "free");
+    assert_eq!(s["done_slot"], 42);
+    assert!(
+        s["released_at"].is_string() && s["done_at"].is_string(),
+        "{s}"
+    );
+    assert_eq!(s["run"], Value::Null);
+}
+
+async fn min_hold_and_go_tool_locks_in_status_and_unlock(b: Backend) {
+    let env = Env::new(b).await;
+    let messages = |out: &Output| -> String {
+        json_records(&out.stderr)
+            .iter()
+            .map(|r| r["message"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+
+    // Kept by --min-hold after its command ended.
+    let out = env
+        .cmd([
+            "run",
+            "mh",
+            "--owner",
+            "pod-m",
+            "--min-hold",
+            "60s",
+            "--",
+            "true",
+        ])
+        .output()
+        .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let out = env.cmd(["status", "mh"]).output().await;
+    assert_eq!(out.code, Some(0));
+    assert!(
+        out.stdout.starts_with(
+            "mh: held by --min-hold after the command ended (no command runs): owner pod-m"
+        ),
+        "{}",
+        out.stdout
+    );
+    let s = status_json(&env, "mh").await;
+    assert_eq!(
+        (s["state"].as_str(), s["held"].as_bool()),
+        (Some("min-hold"), Some(true))
+    );
+    let before = env.raw_item("mh").await.unwrap();
+    let out = env.cmd(["unlock", "mh"]).output().await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        messages(&out)
+            .contains("it is kept by --min-hold after its command ended; --force frees it now"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        env.raw_item("mh").await.unwrap(),
+        before,
+        "refused unlock wrote"
+    );
+    let forced_at = now_ns();
+    let out = env.cmd(["unlock", "mh", "--force"]).output().await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        messages(&out).contains("freed a key kept by --min-hold (no command was running)"),
+        "{}",
+        out.stderr
+    );
+    let expire = env.item("mh").await.unwrap().expire_ns.unwrap();
+    assert!(
+        expire >= forced_at - S && expire <= now_ns(),
+        "lease end {} ms from the unlock",
+        (expire - forced_at) / MS
+    );
+    let out = env
+        .cmd(["run", "mh", "--locked-exit-code", "9", "--", "true"])
+        .output()
+        .await;
+    assert_eq!(
+        out.code,
+        Some(0),
+        "not free after unlock --force: {}",
+        out.stderr
+    );
+
+    // The Go tool's lock: {key, expire} only.
+    env.put_raw(HashMap::from([
+        ("key".to_string(), AttributeValue::S("go".into())),
+        (
+            "expire".to_string(),
+            AttributeValue::N((now_ns() + 3600 * S).to_string()),
+        ),
+    ]))
+    .await;
+    let out = env.cmd(["status", "go"]).output().await;
+    assert_eq!(out.code, Some(0));
+    assert!(
+        out.stdout.starts_with(
+            "go: held by a lock without owner (written by the original Go tool or by hand)"
+        ),
+        "{}",
+        out.stdout
+    );
+    let s = status_json(&env, "go").await;
+    assert_eq!(s["state"], "held-foreign");
+    assert_status_matches(&s, "go", env.item("go").await.as_ref());
+    let before = env.raw_item("go").await.unwrap();
+    let out = env.cmd(["unlock", "go"]).output().await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let m = messages(&out);
+    assert!(
+        m.contains("the original Go tool's?")
+            && m.contains("cannot stop a command that tool runs")
+            && !m.contains("stops its command"),
+        "{m}"
+    );
+    assert_eq!(env.raw_item("go").await.unwrap(), before);
+    let forced_at = now_ns();
+    let out = env.cmd(["unlock", "go", "--force"]).output().await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        messages(&out).contains("a command that tool still runs is NOT stopped"),
+        "{}",
+        out.stderr
+    );
+    let expire = env.item("go").await.unwrap().expire_ns.unwrap();
+    assert!(expire >= forced_at - S && expire <= now_ns());
+    let out = env
+        .cmd(["run", "go", "--", "sh", "-c", "echo $LOCK_EXEC_FENCE"])
+        .output()
+        .await;
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (Some(0), "1\n"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Writes `n` padded items (about 1 KB each) with batch writes, so a Scan needs pages.
+async fn bulk_items(env: &Env, n: usize) {
+    let mut set = tokio::task::JoinSet::new();
+    let keys: Vec<String> = (0..n).map(|i| format!("bulk/{i:04}")).collect();
+    for chunk in keys.chunks(n.div_ceil(4)) {
+        let client = env.client();
+        let table = env.table.clone();
+        let chunk = chunk.to_vec();
+        set.spawn(async move {
+            use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+            for batch in chunk.chunks(25) {
+                let mut requests: Vec<WriteRequest> = batch
+                    .iter()
+                    .map(|k| {
+                        let item = HashMap::from([
+                            ("key".to_string(), AttributeValue::S(k.clone())),
+                            ("owner".to_string(), AttributeValue::S("bulk-owner".into())),
+                            ("fence".to_string(), AttributeValue::N("1".into())),
+                            ("expire".to_string(), AttributeValue::N("1000".into())),
+                            ("pad".to_string(), AttributeValue::S("x".repeat(1000))),
+                        ]);
+                        WriteRequest::builder()
+                            .put_request(
+                                PutRequest::builder().set_item(Some(item)).build().unwrap(),
+                            )
+                            .build()
+                    })
+                    .collect();
+                for _ in 0..20 {
+                    let out = client
+                        .batch_write_item()
+                        .request_items(&table, requests)
+                        .send()
+                        .await
+                        .unwrap();
+                    requests = out
+                        .unprocessed_items()
+                        .and_then(|u| u.get(&table))
+                        .cloned()
+                        .unwrap_or_default();
+                    if requests.is_empty() {
+                        break;
+                    }
+                }
+                assert!(requests.is_empty(), "unprocessed items left");
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap();
+    }
+}
+
+async fn list_pages_through_the_whole_table(b: Backend) {
+    let env = Env::new(b).await;
+    const N: usize = 1300;
+    bulk_items(&env, N).await;
+    // The table really is more than one Scan page.
+    let page = env
+        .client()
+        .scan()
+        .table_name(&env.table)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        page.last_evaluated_key().is_some() && page.items().len() < N,
+        "one page held all {} items",
+        page.items().len()
+    );
+
+    let _held = env
+        .holder(
+            &[
+                "run",
+                "jobs/held",
+                "--owner",
+                "pod-h",
+                "--cluster",
+                "east",
+                "--lease",
+                "120s",
+            ],
+            "sleep 600",
+        )
+        .await;
+    let out = env
+        .cmd(["run", "jobs/free", "--slot", "9", "--", "true"])
+        .output()
+        .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    env.put_raw(HashMap::from([
+        ("key".to_string(), AttributeValue::S("jobs/go".into())),
+        (
+            "expire".to_string(),
+            AttributeValue::N((now_ns() + 3600 * S).to_string()),
+        ),
+    ]))
+    .await;
+
+    let out = env.cmd(["list", "--output", "json"]).output().await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let all: Vec<Value> = serde_json::from_str(&out.stdout).unwrap();
+    let keys: Vec<&str> = all.iter().map(|o| o["key"].as_str().unwrap()).collect();
+    let mut want: Vec<String> = (0..N).map(|i| format!("bulk/{i:04}")).collect();
+    want.extend(["jobs/free", "jobs/go", "jobs/held"].map(String::from));
+    want.sort();
+    assert_eq!(keys.len(), want.len(), "list missed or repeated keys");
+    assert_eq!(keys, want, "keys not all there, once, in order");
+    for o in &all {
+        let fields: BTreeSet<&str> = o.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(fields, STATUS_FIELDS.into_iter().collect(), "{o}");
+    }
+    // Each element is what `status -o json` prints for its key.
+    for key in [
+        "jobs/held",
+        "jobs/free",
+        "jobs/go",
+        "bulk/0000",
+        "bulk/1299",
+    ] {
+        let listed = all.iter().find(|o| o["key"] == key).unwrap();
+        assert_eq!(listed, &status_json(&env, key).await, "{key}");
+    }
+    let held = all.iter().find(|o| o["key"] == "jobs/held").unwrap();
+    assert_status_matches(held, "jobs/held", env.item("jobs/held").await.as_ref());
+
+    // --prefix, across pages.
+    let out = env
+        .cmd(["list", "--prefix", "bulk/01", "-o", "json"])
+        .output()
+        .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let some: Vec<Value> = serde_json::from_str(&out.stdout).unwrap();
+    let keys: Vec<String> = some
+        .iter()
+        .map(|o| o["key"].as_str().unwrap().to_string())
+        .collect();
+    let want: Vec<String> = (100..200).map(|i| format!("bulk/{i:04}")).collect();
+    assert_eq!(keys, want);
+    let out = env
+        .cmd(["list", "--prefix", "nothing/", "-o", "json"])
+        .output()
+        .await;
+    assert_eq!(out.stdout.trim(), "[]");
+
+    // Text: a header and one row per key, in columns.
+    let out = env.cmd(["list", "--prefix", "jobs/"]).output().await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", out.stdout);
+    let header = lines[0];
+    let columns = [
+        "KEY",
+        "STATE",
+        "OWNER",
+        "CLUSTER",
+        "FENCE",
+        "LEASE END",
+        "DONE SLOT",
+    ];
+    let starts: Vec<usize> = columns
+        .iter()
+        .map(|c| {
+            header
+                .find(c)
+                .unwrap_or_else(|| panic!("no {c} in {header}"))
+        })
+        .collect();
+    assert!(starts.windows(2).all(|w| w[0] < w[1]), "{header}");
+    let row = |key: &str| -> Vec<String> {
+        let line = lines[1..]
+            .iter()
+            .find(|l| l.starts_with(&format!("{key} ")))
+            .unwrap_or_else(|| panic!("no row for {key}: {}", out.stdout));
+        (0..columns.len())
+            .map(|i| {
+                let end = starts
+                    .get(i + 1)
+                    .copied()
+                    .unwrap_or(line.len())
+                    .min(line.len());
+                line[starts[i].min(line.len())..end].trim().to_string()
+            })
+            .collect()
+    };
+    let h = row("jobs/held");
+    assert_eq!(
+        &h[..5],
+        ["jobs/held", "held", "pod-h", "east", "1"],
+        "{h:?}"
+    );
+    assert!(humantime::parse_rfc3339(&h[5]).is_ok(), "{h:?}");
+    assert_eq!(h[6], "-");
+    let f = row("jobs/free");
+    assert_eq!(&f[1..5], ["free", &host_name(), "-", "1"], "{f:?}");
+    assert_eq!(f[6], "9");
+    let g = row("jobs/go");
+    assert_eq!(&g[1..5], ["held-foreign", "-", "-", "-"], "{g:?}");
 }

@@ -23,6 +23,7 @@ both!(
     status_describes_free_held_and_finished_keys,
     min_hold_and_go_tool_locks_in_status_and_unlock,
     list_pages_through_the_whole_table,
+    create_table_sets_billing_key_schema_and_ttl,
 );
 
 /// A JSON log record.
@@ -2154,4 +2155,249 @@ async fn list_pages_through_the_whole_table(b: Backend) {
     assert_eq!(f[6], "9");
     let g = row("jobs/go");
     assert_eq!(&g[1..5], ["held-foreign", "-", "-", "-"], "{g:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Help, version, usage errors.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_version_and_one_line_usage_errors() {
+    let url = dead_endpoint();
+    let cmd = |args: &[&str]| LockExec::new(&url, "t").args(args).output();
+    // Every case is checked, and every failure reported at the end.
+    let mut failures: Vec<String> = Vec::new();
+    let mut check = |what: &[&str], ok: bool, why: String| {
+        if !ok {
+            failures.push(format!("{what:?}: {why}"));
+        }
+    };
+    let subs = [
+        "run",
+        "unlock",
+        "status",
+        "list",
+        "create-table",
+        "install",
+        "version",
+    ];
+    for sub in subs {
+        for args in [vec![sub, "--help"], vec!["help", sub]] {
+            let out = cmd(&args).await;
+            let usage = format!("Usage: lock-exec {sub}");
+            check(
+                &args,
+                out.code == Some(0) && out.stdout.contains(&usage) && out.stderr.is_empty(),
+                format!(
+                    "exit {:?}, stdout {:?}, stderr {:?}",
+                    out.code, out.stdout, out.stderr
+                ),
+            );
+        }
+    }
+    for args in [vec!["--help"], vec!["help"], vec!["help", "--help"]] {
+        let out = cmd(&args).await;
+        check(
+            &args,
+            out.code == Some(0) && out.stdout.contains("Usage: lock-exec") && out.stderr.is_empty(),
+            format!(
+                "exit {:?}, stdout {:?}, stderr {:?}",
+                out.code, out.stdout, out.stderr
+            ),
+        );
+    }
+    let version = format!("lock-exec {}\n", env!("CARGO_PKG_VERSION"));
+    for args in [vec!["version"], vec!["--version"], vec!["-V"]] {
+        let out = cmd(&args).await;
+        check(
+            &args,
+            out.code == Some(0) && out.stdout == version,
+            format!("exit {:?}, stdout {:?}", out.code, out.stdout),
+        );
+    }
+
+    let errors: [(&[&str], &str); 6] = [
+        (
+            &["run", "k", "--tabel", "t", "--", "true"],
+            "(did you mean --table?)",
+        ),
+        (&["--tabel", "t", "status", "k"], "(did you mean --table?)"),
+        (
+            &["run", "k", "ls", "-la"],
+            "after --: lock-exec run KEY -- ls -la",
+        ),
+        (
+            &["run", "k", "-e", "-5s", "--", "true"],
+            "durations cannot be negative",
+        ),
+        (
+            &["run", "k", "--expire", "-5s", "--", "true"],
+            "durations cannot be negative",
+        ),
+        (
+            &["run", "k", "--lease", "-5s", "--", "true"],
+            "durations cannot be negative",
+        ),
+    ];
+    for (args, expect) in errors {
+        let out = cmd(args).await;
+        let lines: Vec<&str> = out.stderr.lines().collect();
+        let record: Option<Value> = match lines[..] {
+            [line] => serde_json::from_str(line).ok(),
+            _ => None,
+        };
+        let ok = out.code == Some(125)
+            && out.stdout.is_empty()
+            && record.as_ref().is_some_and(|r| {
+                r["level"] == "error"
+                    && r["exit_code"] == 125
+                    && r["message"].as_str().is_some_and(|m| m.contains(expect))
+            });
+        check(
+            args,
+            ok,
+            format!(
+                "want exit 125 and one error line with '{expect}'; got exit {:?}, stderr {:?}",
+                out.code, out.stderr
+            ),
+        );
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// create-table, install.
+// ---------------------------------------------------------------------------------------
+
+async fn create_table_sets_billing_key_schema_and_ttl(b: Backend) {
+    use aws_sdk_dynamodb::types::{BillingMode, KeyType, ScalarAttributeType, TimeToLiveStatus};
+    let server = Server::start(b);
+    let url = server.endpoint();
+    let out = LockExec::new(&url, "fresh")
+        .arg("create-table")
+        .output()
+        .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let records = json_records(&out.stderr);
+    record(&records, "table created");
+    let warnings = |records: &[Record]| -> Vec<String> {
+        records
+            .iter()
+            .filter(|r| r["level"] == "warn")
+            .map(|r| r["message"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let raw = client(&url);
+    let desc = raw
+        .describe_table()
+        .table_name("fresh")
+        .send()
+        .await
+        .unwrap();
+    let t = desc.table().unwrap();
+    assert_eq!(
+        t.billing_mode_summary().and_then(|s| s.billing_mode()),
+        Some(&BillingMode::PayPerRequest)
+    );
+    let schema: Vec<(&str, &KeyType)> = t
+        .key_schema()
+        .iter()
+        .map(|k| (k.attribute_name(), k.key_type()))
+        .collect();
+    assert_eq!(schema, [("key", &KeyType::Hash)]);
+    let attrs: Vec<(&str, &ScalarAttributeType)> = t
+        .attribute_definitions()
+        .iter()
+        .map(|a| (a.attribute_name(), a.attribute_type()))
+        .collect();
+    assert_eq!(attrs, [("key", &ScalarAttributeType::S)]);
+
+    match b {
+        Backend::Moto => {
+            // moto has the TTL API: TTL is on, on `ttl`.
+            assert_eq!(warnings(&records), Vec::<String>::new());
+            record(&records, "TTL enabled");
+            let ttl = raw
+                .describe_time_to_live()
+                .table_name("fresh")
+                .send()
+                .await
+                .unwrap();
+            let d = ttl.time_to_live_description().unwrap();
+            assert_eq!(d.time_to_live_status(), Some(&TimeToLiveStatus::Enabled));
+            assert_eq!(d.attribute_name(), Some("ttl"));
+        }
+        Backend::Dynalite => {
+            // dynalite has none: one warning, and success.
+            let w = warnings(&records);
+            assert_eq!(w.len(), 1, "{}", out.stderr);
+            assert!(w[0].contains("no TTL API"), "{w:?}");
+        }
+    }
+    // Again: fine, the same way.
+    let out = LockExec::new(&url, "fresh")
+        .arg("create-table")
+        .output()
+        .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let again = json_records(&out.stderr);
+    record(&again, "table already exists");
+    assert_eq!(
+        warnings(&again).len(),
+        usize::from(b == Backend::Dynalite),
+        "{}",
+        out.stderr
+    );
+
+    // The item's ttl: Unix seconds, a day after the deadline.
+    let env = Env::with_server(server).await;
+    let holder = env.holder(&["run", "k", "-e", "2h"], "sleep 600").await;
+    let item = env.item("k").await.unwrap();
+    let deadline = item.deadline_ns.unwrap();
+    assert_eq!(deadline - item.acquired_ns.unwrap(), 2 * 3600 * S);
+    assert_eq!(item.ttl_s, Some(deadline / S + 86_400));
+    drop(holder);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_copies_the_binary_and_the_ca_bundle() {
+    use std::os::unix::fs::PermissionsExt;
+    let bundle = Path::new("/etc/ssl/certs/ca-certificates.crt");
+    assert!(bundle.is_file(), "this test needs {}", bundle.display());
+    let dir = TempDir::new();
+    let url = dead_endpoint();
+    let out = LockExec::new(&url, "t")
+        .arg("install")
+        .arg_path(dir.path())
+        .output()
+        .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let copied = dir.file("lock-exec");
+    assert!(std::fs::read(&copied).unwrap() == std::fs::read(bin()).unwrap());
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&copied), 0o755);
+    let ca = dir.file("ca-certificates.crt");
+    assert!(
+        std::fs::read(&ca).unwrap() == std::fs::read(bundle).unwrap(),
+        "the CA bundle differs"
+    );
+    assert_eq!(mode(&ca), 0o644);
+    let names: BTreeSet<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["ca-certificates.crt", "lock-exec"]
+            .map(String::from)
+            .into()
+    );
+    let out = LockExec::program(&copied, &url, "t")
+        .arg("version")
+        .output()
+        .await;
+    assert_eq!(
+        out.stdout,
+        format!("lock-exec {}\n", env!("CARGO_PKG_VERSION"))
+    );
 }

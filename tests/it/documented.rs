@@ -2401,3 +2401,178 @@ async fn install_copies_the_binary_and_the_ca_bundle() {
         format!("lock-exec {}\n", env!("CARGO_PKG_VERSION"))
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Signals and min-hold on the stop paths.
+// ---------------------------------------------------------------------------------------
+
+/// Every forwardable signal, in the order sent: the shutdown ones (which start the grace
+/// period) last, TSTP right before CONT.
+const FORWARDED: [&str; 17] = [
+    "USR1", "USR2", "WINCH", "ALRM", "TSTP", "CONT", "URG", "IO", "PWR", "VTALRM", "PROF", "XCPU",
+    "XFSZ", "HUP", "INT", "QUIT", "TERM",
+];
+
+/// A bash script that records each forwarded signal in DIR/parent, with a background child
+/// in its process group that records them in DIR/child. bash, because dash does not let an
+/// asynchronous list trap INT or QUIT (they are ignored there on entry). Both end when
+/// DIR/done appears; `sleep & wait` so a trap runs at once. bash's reports of the sleeps
+/// the signals kill go to DIR/stderr, not into lock-exec's log.
+const RECORDER: &str = r#"#!/bin/bash
+dir=$1
+exec 2>"$dir/stderr"
+record() { for s in HUP INT QUIT TERM USR1 USR2 WINCH CONT ALRM TSTP URG IO PWR VTALRM PROF XCPU XFSZ; do trap "echo $s >> $dir/$1" $s; done; }
+(
+  record child
+  touch "$dir/child.ready"
+  i=0; until [ -e "$dir/done" ] || [ $i -gt 1200 ]; do sleep 0.05 & wait $!; i=$((i+1)); done
+) &
+record parent
+touch "$dir/parent.ready"
+i=0; until [ -e "$dir/done" ] || [ $i -gt 1200 ]; do sleep 0.05 & wait $!; i=$((i+1)); done
+wait
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_forwardable_signal_reaches_the_command_and_its_group() {
+    let env = Env::new(Backend::Dynalite).await;
+    let dir = TempDir::new();
+    let script = dir.file("record.sh");
+    std::fs::write(&script, RECORDER).unwrap();
+    let running = env
+        .cmd([
+            "run", "sig", "--lease", "90s", "--grace", "40s", "--", "bash",
+        ])
+        .arg_path(&script)
+        .arg_path(dir.path())
+        .timeout(Duration::from_secs(120))
+        .spawn();
+    wait_for("both recorders", Duration::from_secs(20), || {
+        dir.file("parent.ready").exists() && dir.file("child.ready").exists()
+    })
+    .await;
+    let got = |who: &str| -> Vec<String> {
+        std::fs::read_to_string(dir.file(who))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    for name in FORWARDED {
+        let sig: Signal = format!("SIG{name}").parse().unwrap();
+        running.signal(sig);
+        let limit = Duration::from_secs(15);
+        let deadline = Instant::now() + limit;
+        while !(got("parent").iter().any(|s| s == name) && got("child").iter().any(|s| s == name)) {
+            assert!(
+                Instant::now() < deadline,
+                "SIG{name} not forwarded within {limit:?}: parent {:?}, child {:?}",
+                got("parent"),
+                got("child")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    std::fs::write(dir.file("done"), "").unwrap();
+    let out = running.wait().await;
+    for who in ["parent", "child"] {
+        assert_eq!(got(who), FORWARDED, "{who} got each signal once, in order");
+    }
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(summary_of(&out)["outcome"], "ran");
+}
+
+/// On the hard cap the release ends the lease at once, not at the end of `--min-hold`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_hold_is_skipped_on_the_hard_cap() {
+    let env = Env::new(Backend::Dynalite).await;
+    let out = env
+        .cmd([
+            "run",
+            "k",
+            "-e",
+            "3s",
+            "--lease",
+            "2s",
+            "--heartbeat",
+            "300ms",
+            "--grace",
+            "300ms",
+            "--min-hold",
+            "3s",
+            "--",
+            "sleep",
+            "30",
+        ])
+        .output()
+        .await;
+    assert_eq!(out.code, Some(124), "{}", out.stderr);
+    assert_eq!(summary_of(&out)["outcome"], "hard-cap");
+    let item = env.item("k").await.unwrap();
+    let released = item.released_ns.expect("released");
+    assert_eq!(
+        item.expire_ns,
+        Some(released),
+        "lease end is not the release"
+    );
+    let hold_end = item.acquired_ns.unwrap() + 3 * S;
+    assert!(released < hold_end, "released after the min-hold end");
+    assert!(released <= now_ns());
+}
+
+/// After a lease is lost (the store stops answering), the release ends the lease at once,
+/// not at the end of `--min-hold`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_hold_is_skipped_on_a_lost_lease() {
+    let env = Env::new(Backend::Dynalite).await;
+    let proxy = Proxy::start(env.server.port).await;
+    let termed = env.dir.file("termed");
+    let holder = env
+        .holder_via(
+            &proxy.endpoint(),
+            &[
+                "run",
+                "k",
+                "--lease",
+                "6s",
+                "--grace",
+                "2s",
+                "--min-hold",
+                "60s",
+            ],
+            &format!(
+                "exec 2>/dev/null; trap 'touch {}' TERM; while :; do sleep 0.05; done",
+                termed.display()
+            ),
+        )
+        .await;
+    proxy.set(Fault::Blackhole);
+    // Renewals fail; lock-exec sends SIGTERM 2s before its SIGKILL. Let the release through.
+    wait_for(
+        "SIGTERM for the lost lease",
+        Duration::from_secs(20),
+        || termed.exists(),
+    )
+    .await;
+    proxy.set(Fault::Pass);
+    let stopped_at = now_ns();
+    let out = holder.running.wait().await;
+    assert_eq!(out.code, Some(125), "{}", out.stderr);
+    assert_eq!(summary_of(&out)["outcome"], "lease-lost", "{}", out.stderr);
+    let item = env.item("k").await.unwrap();
+    let released = item
+        .released_ns
+        .unwrap_or_else(|| panic!("not released: {item:?}\n{}", out.stderr));
+    assert_eq!(
+        item.expire_ns,
+        Some(released),
+        "lease end is not the release"
+    );
+    assert!(released >= stopped_at && released <= now_ns());
+    assert!(released < item.acquired_ns.unwrap() + 60 * S - 40 * S);
+    let out = env
+        .cmd(["run", "k", "--locked-exit-code", "9", "--", "true"])
+        .output()
+        .await;
+    assert_eq!(out.code, Some(0), "the key is not free: {}", out.stderr);
+}

@@ -247,7 +247,8 @@ impl<S: LockStore> HeldLock<S> {
         let key = &holding.key;
         match store.release(&holding, &release, patience).await {
             Ok(how) => {
-                let answer_lost = how == Released::AlreadyDone;
+                // Only said when it happened: the retry found our own applied release.
+                let answer_lost = (how == Released::AlreadyDone).then_some(true);
                 match (&done, expire_ns > now_ns) {
                     (Some(d), _) => {
                         tracing::info!(key = %key, fence = holding.fence, slot = d.slot,

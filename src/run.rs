@@ -108,8 +108,8 @@ pub(crate) async fn run<S: LockStore>(
     }
 
     let command = with_lock_env(&cfg.command, &cfg.request, fence);
-    let pid = match sup.spawn(&command) {
-        Ok(pid) => pid,
+    let (pid, exec_error) = match sup.spawn(&command) {
+        Ok(started) => started,
         Err(e) => {
             lock.release(Ending::Stopped).await;
             return Err(Error::Spawn(e));
@@ -117,7 +117,13 @@ pub(crate) async fn run<S: LockStore>(
     };
     let started = Instant::now();
     let program = command.argv[0].to_string_lossy();
-    tracing::info!(key = %req.key, pid, program = %program, "command started");
+    match exec_error {
+        None => tracing::info!(key = %req.key, pid, program = %program, "command started"),
+        Some(e) if e.kind() == std::io::ErrorKind::NotFound => tracing::error!(key = %req.key, program = %program,
+            "command not found: check the program's name and the PATH of the command (exit 127)"),
+        Some(e) => tracing::error!(key = %req.key, program = %program, error = %e,
+            "command cannot be executed: is it a program with the execute permission? (exit 126)"),
+    }
     tracing::debug!(key = %req.key, argv = %shell_words::join(command.argv.iter().map(|a| a.to_string_lossy())), "command line");
 
     let watched = supervise(&mut lock, sup, req).await;

@@ -116,10 +116,11 @@ impl Supervisor {
     }
 
     /// Starts the main child in its own process group, and the watchdog that kills that
-    /// group should lock-exec die first.
-    pub(crate) fn spawn(&mut self, cmd: &ChildCommand) -> io::Result<u32> {
+    /// group should lock-exec die first. Returns its pid and, if its program could not
+    /// be executed, why (the child then exits 127 or 126, reported like any exit).
+    pub(crate) fn spawn(&mut self, cmd: &ChildCommand) -> io::Result<(u32, Option<io::Error>)> {
         let exec = sys::PreparedExec::new(&cmd.argv, &cmd.env)?;
-        let pid = sys::spawn(&exec)?;
+        let (pid, exec_error) = sys::spawn(&exec)?;
         self.child = Some(pid);
         if std::process::id() != 1 {
             match sys::spawn_watchdog(pid) {
@@ -128,7 +129,7 @@ impl Supervisor {
                     "cannot start the watchdog; if lock-exec is killed, processes the command started may outlive it"),
             }
         }
-        Ok(pid.as_raw() as u32)
+        Ok((pid.as_raw() as u32, exec_error))
     }
 
     /// The next event: a received signal, or the main child's exit (reported once).

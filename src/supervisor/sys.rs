@@ -4,7 +4,7 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
@@ -27,10 +27,6 @@ pub(super) struct PreparedExec {
     _envp: Vec<CString>,
     /// NULL-terminated environment.
     envp_ptrs: Vec<*const libc::c_char>,
-    /// Written to stderr when exec fails with ENOENT/ENOTDIR.
-    not_found_msg: Vec<u8>,
-    /// Written to stderr when exec fails otherwise.
-    not_exec_msg: Vec<u8>,
     /// Whether the child should take the terminal's foreground process group.
     take_tty: bool,
     /// Our pid: the child checks it is still our child after arming its death signal.
@@ -78,18 +74,12 @@ impl PreparedExec {
         argv_ptrs.push(std::ptr::null());
         let mut envp_ptrs: Vec<_> = envp_c.iter().map(|c| c.as_ptr()).collect();
         envp_ptrs.push(std::ptr::null());
-        let shown = program.to_string_lossy();
         Ok(PreparedExec {
             path: cstr(path.as_os_str())?,
             _argv: argv_c,
             argv_ptrs,
             _envp: envp_c,
             envp_ptrs,
-            not_found_msg: format!("lock-exec: {shown}: command not found\n").into_bytes(),
-            not_exec_msg: format!(
-                "lock-exec: {shown}: cannot execute (permission denied or not an executable)\n"
-            )
-            .into_bytes(),
             take_tty: foreground_tty(),
             parent: nix::unistd::getpid().as_raw(),
         })
@@ -130,16 +120,28 @@ fn foreground_tty() -> bool {
 }
 
 /// Forks and execs `exec` in a new process group, with every signal disposition reset to
-/// default and an empty signal mask. Exec failures end the child with 127 (not found) or
-/// 126 (not executable), so they reach the parent through the reaper like any exit.
-pub(super) fn spawn(exec: &PreparedExec) -> io::Result<Pid> {
+/// default and an empty signal mask. If exec fails, the child exits 127 (not found) or 126
+/// (not executable) — which reaches the reaper like any exit — and tells the parent why
+/// through a close-on-exec pipe (as std does), returned here as the second value.
+pub(super) fn spawn(exec: &PreparedExec) -> io::Result<(Pid, Option<io::Error>)> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let write_fd = write.as_raw_fd();
     // SAFETY: the child only calls async-signal-safe functions on memory prepared before
     // the fork, then execs or exits.
-    let pid = unsafe { fork_blocked(|| exec_child(exec)) }?;
+    let pid = unsafe { fork_blocked(|| exec_child(exec, write_fd)) }?;
+    drop(write);
     // Also set the group from the parent: whichever runs first wins, so a signal we
     // forward right after spawn always finds the group. EACCES after exec is harmless.
     let _ = nix::unistd::setpgid(pid, pid);
-    Ok(pid)
+    // Nothing to read (the exec closed the pipe) or the child's errno. The child execs or
+    // exits within microseconds, so this read does not hold the runtime up.
+    let mut errno = [0u8; 4];
+    let mut read = std::fs::File::from(read);
+    let exec_error = match std::io::Read::read_exact(&mut read, &mut errno) {
+        Ok(()) => Some(io::Error::from_raw_os_error(i32::from_ne_bytes(errno))),
+        Err(_) => None,
+    };
+    Ok((pid, exec_error))
 }
 
 /// Forks with every signal blocked across the fork, so no handler of ours runs in the
@@ -170,7 +172,7 @@ unsafe fn fork_blocked(child: impl FnOnce()) -> io::Result<Pid> {
 }
 
 /// The forked child: only async-signal-safe calls from here on.
-unsafe fn exec_child(exec: &PreparedExec) -> ! {
+unsafe fn exec_child(exec: &PreparedExec, report: libc::c_int) -> ! {
     libc::setpgid(0, 0);
     // The command must never outlive lock-exec: if lock-exec dies (SIGKILL, OOM, abort)
     // the kernel kills the command. The signal follows the *thread* that forked, which is
@@ -214,12 +216,13 @@ unsafe fn exec_child(exec: &PreparedExec) -> ! {
         exec.envp_ptrs.as_ptr(),
     );
     let errno = *libc::__errno_location();
-    let (msg, code) = if errno == libc::ENOENT || errno == libc::ENOTDIR {
-        (&exec.not_found_msg, exit::NOT_FOUND)
+    let code = if errno == libc::ENOENT || errno == libc::ENOTDIR {
+        exit::NOT_FOUND
     } else {
-        (&exec.not_exec_msg, exit::NOT_EXECUTABLE)
+        exit::NOT_EXECUTABLE
     };
-    libc::write(2, msg.as_ptr().cast(), msg.len());
+    let bytes = errno.to_ne_bytes();
+    libc::write(report, bytes.as_ptr().cast(), bytes.len());
     libc::_exit(code.into())
 }
 

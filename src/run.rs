@@ -261,9 +261,9 @@ async fn wait_for_lock<S: LockStore>(
         let now_ns = clock.now_ns();
         let holder = match &refused {
             Refusal::SlotDone(r) => {
-                tracing::info!(key = %req.key, slot = req.slot.map(|s| s.n),
-                    done = %r.describe_done(now_ns).unwrap_or_default(),
-                    "this slot is already done; not running the command");
+                tracing::info!(key = %req.key,
+                    "this slot is already done ({}); not running the command",
+                    r.describe_done(now_ns).unwrap_or_default());
                 return Ok(Waited::Not(RunOutcome::Skipped(refused)));
             }
             Refusal::Held(record) => record

@@ -119,8 +119,10 @@ pub(crate) async fn run<S: LockStore>(
     let program = command.argv[0].to_string_lossy();
     match exec_error {
         None => tracing::info!(key = %req.key, pid, program = %program, "command started"),
-        Some(e) if e.kind() == std::io::ErrorKind::NotFound => tracing::error!(key = %req.key, program = %program,
-            "command not found: check the program's name and the PATH of the command (exit 127)"),
+        Some(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::error!(key = %req.key, program = %program,
+            "command not found: check the program's name and the PATH of the command (exit 127)")
+        }
         Some(e) => tracing::error!(key = %req.key, program = %program, error = %e,
             "command cannot be executed: is it a program with the execute permission? (exit 126)"),
     }

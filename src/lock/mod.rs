@@ -179,7 +179,11 @@ impl LockRecord {
             s.push_str(&format!(" in cluster {c}"));
         }
         if let Some(at) = self.done_ns {
-            s.push_str(&format!(" at {} ({} ago)", rfc3339(at), human_ns(now_ns - at)));
+            s.push_str(&format!(
+                " at {} ({} ago)",
+                rfc3339(at),
+                human_ns(now_ns - at)
+            ));
         }
         Some(s)
     }

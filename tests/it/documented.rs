@@ -1903,14 +1903,7 @@ async fn min_hold_and_go_tool_locks_in_status_and_unlock(b: Backend) {
     );
 
     // The Go tool's lock: {key, expire} only.
-    env.put_raw(HashMap::from([
-        ("key".to_string(), AttributeValue::S("go".into())),
-        (
-            "expire".to_string(),
-            AttributeValue::N((now_ns() + 3600 * S).to_string()),
-        ),
-    ]))
-    .await;
+    env.put_go_item("go", now_ns() + 3600 * S).await;
     let out = env.cmd(["status", "go"]).output().await;
     assert_eq!(out.code, Some(0));
     assert!(
@@ -2047,14 +2040,7 @@ async fn list_pages_through_the_whole_table(b: Backend) {
         .output()
         .await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    env.put_raw(HashMap::from([
-        ("key".to_string(), AttributeValue::S("jobs/go".into())),
-        (
-            "expire".to_string(),
-            AttributeValue::N((now_ns() + 3600 * S).to_string()),
-        ),
-    ]))
-    .await;
+    env.put_go_item("jobs/go", now_ns() + 3600 * S).await;
 
     let out = env.cmd(["list", "--output", "json"]).output().await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);

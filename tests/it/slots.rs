@@ -1,9 +1,7 @@
 //! Once per schedule occurrence across clusters (slots), on dynalite and moto.
 
-use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use nix::sys::signal::Signal;
 
 use crate::both;
@@ -315,14 +313,7 @@ async fn go_format_item_and_runs_without_slot_keep_working(b: Backend) {
     let jobs = Jobs::new();
     let slot = minute_now();
     // The Go tool's lapsed lock on the key: {key, expire} only.
-    env.put_raw(HashMap::from([
-        ("key".to_string(), AttributeValue::S("k".into())),
-        (
-            "expire".to_string(),
-            AttributeValue::N((now_ns() - 1).to_string()),
-        ),
-    ]))
-    .await;
+    env.put_go_item("k", now_ns() - 1).await;
     let first = slot_run(
         &env,
         &jobs,
@@ -342,14 +333,7 @@ async fn go_format_item_and_runs_without_slot_keep_working(b: Backend) {
     assert_eq!(item.done_slot, Some(slot as i64));
     assert_eq!(item.slot, None, "the slotless run's item names no slot");
     // The Go tool's PutItem replaces the whole item: the done slot is gone with it.
-    env.put_raw(HashMap::from([
-        ("key".to_string(), AttributeValue::S("k".into())),
-        (
-            "expire".to_string(),
-            AttributeValue::N((now_ns() - 1).to_string()),
-        ),
-    ]))
-    .await;
+    env.put_go_item("k", now_ns() - 1).await;
     let after_go = slot_run(
         &env,
         &jobs,

@@ -305,6 +305,7 @@ impl RunArgs {
             (Some(_), false) => Err(UsageError::BothCommandForms),
             (None, true) => Err(UsageError::NoCommand),
             (None, false) if self.shell => Err(UsageError::ShellWithArgv),
+            (None, false) if self.argv[0].is_empty() => Err(UsageError::NoProgram),
             (None, false) => Ok(self.argv.clone()),
             (Some(s), true) if s.trim().is_empty() => Err(UsageError::EmptyCommand),
             (Some(s), true) if self.shell => Ok(vec!["/bin/sh".into(), "-c".into(), s.into()]),
@@ -337,7 +338,7 @@ pub(crate) fn parse_error(err: clap::Error) -> ParseError {
             return ParseError::Display(err.render().to_string())
         }
         // `lock-exec help --help`: clap's own help subcommand takes no options.
-        ErrorKind::InvalidSubcommand if std::env::args().nth(1).as_deref() == Some("help") => {
+        ErrorKind::InvalidSubcommand if std::env::args_os().nth(1).is_some_and(|a| a == "help") => {
             use clap::CommandFactory;
             return ParseError::Display(Cli::command().render_long_help().to_string());
         }
@@ -382,7 +383,9 @@ pub(crate) fn parse_error(err: clap::Error) -> ParseError {
 
 /// The log format asked for, read without clap (for errors clap reports).
 pub(crate) fn early_log_format() -> LogFormat {
-    let args: Vec<String> = std::env::args().collect();
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let from_args = args.iter().enumerate().find_map(|(i, a)| {
         a.strip_prefix("--log-format=")
             .map(str::to_string)

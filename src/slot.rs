@@ -126,7 +126,9 @@ pub(crate) fn from_schedule(
 /// Parses a slot given as a number (`--slot`).
 pub(crate) fn parse_slot(s: &str) -> Result<u64, String> {
     u64::from_str(s.trim())
-        .map_err(|_| format!("'{s}' is not a slot: use a whole number from 0, e.g. the scheduled time in minutes since the epoch"))
+        .ok()
+        .filter(|n| *n <= crate::lock::MAX_WHOLE)
+        .ok_or_else(|| format!("'{s}' is not a slot: use a whole number from 0 to 2^53-1, e.g. the scheduled time in minutes since the epoch"))
 }
 
 #[cfg(test)]
@@ -205,6 +207,7 @@ mod tests {
             Err(SlotError::TimeZone("Mars/Olympus".into()))
         );
         assert!(parse_slot("-1").is_err() && parse_slot("x").is_err());
+        assert!(parse_slot("9223372036854775808").is_err(), "beyond 2^53");
         assert_eq!(parse_slot("29933400"), Ok(29_933_400));
     }
 }

@@ -121,9 +121,11 @@ fn foreground_tty() -> bool {
 
 /// Forks and execs `exec` in a new process group, with every signal disposition reset to
 /// default and an empty signal mask. If exec fails, the child exits 127 (not found) or 126
-/// (not executable) — which reaches the reaper like any exit — and tells the parent why
-/// through a close-on-exec pipe (as std does), returned here as the second value.
-pub(super) fn spawn(exec: &PreparedExec) -> io::Result<(Pid, Option<io::Error>)> {
+/// (not executable) — which reaches the reaper like any exit — and writes why into a
+/// close-on-exec pipe (as std does): the returned file has the errno, or nothing when the
+/// exec succeeded. Read it once the child has exited, never before (a child stopped
+/// before its exec would hold the reader up).
+pub(super) fn spawn(exec: &PreparedExec) -> io::Result<(Pid, std::fs::File)> {
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let write_fd = write.as_raw_fd();
     // SAFETY: the child only calls async-signal-safe functions on memory prepared before
@@ -133,15 +135,15 @@ pub(super) fn spawn(exec: &PreparedExec) -> io::Result<(Pid, Option<io::Error>)>
     // Also set the group from the parent: whichever runs first wins, so a signal we
     // forward right after spawn always finds the group. EACCES after exec is harmless.
     let _ = nix::unistd::setpgid(pid, pid);
-    // Nothing to read (the exec closed the pipe) or the child's errno. The child execs or
-    // exits within microseconds, so this read does not hold the runtime up.
+    Ok((pid, std::fs::File::from(read)))
+}
+
+/// Why the exec in `report`'s child failed, if it did; the child must have exited.
+pub(super) fn exec_error(report: &mut std::fs::File) -> Option<io::Error> {
     let mut errno = [0u8; 4];
-    let mut read = std::fs::File::from(read);
-    let exec_error = match std::io::Read::read_exact(&mut read, &mut errno) {
-        Ok(()) => Some(io::Error::from_raw_os_error(i32::from_ne_bytes(errno))),
-        Err(_) => None,
-    };
-    Ok((pid, exec_error))
+    std::io::Read::read_exact(report, &mut errno)
+        .ok()
+        .map(|()| io::Error::from_raw_os_error(i32::from_ne_bytes(errno)))
 }
 
 /// Forks with every signal blocked across the fork, so no handler of ours runs in the

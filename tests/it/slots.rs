@@ -8,6 +8,7 @@ use crate::both;
 use crate::harness::*;
 
 both!(
+    slot_is_recorded_when_the_release_first_fails,
     two_clusters_firing_seconds_apart_run_the_occurrence_once,
     older_slot_firing_late_skips,
     failed_occurrence_is_retried_only_with_retry_failed_slot,
@@ -116,6 +117,72 @@ async fn two_clusters_firing_seconds_apart_run_the_occurrence_once(b: Backend) {
     .await;
     assert_eq!(next.code, Some(0), "{}", next.stderr);
     assert_no_overlap(&jobs.intervals());
+}
+
+/// The network fails as the command ends: the release, and the completed slot it
+/// records, are retried while the lease lasts, so a waiting cluster does not run the
+/// occurrence again.
+async fn slot_is_recorded_when_the_release_first_fails(b: Backend) {
+    let env = Env::new(b).await;
+    let proxy = Proxy::start(env.server.port).await;
+    let jobs = Jobs::new();
+    let slot = minute_now();
+    let a = LockExec::new(&proxy.endpoint(), &env.table)
+        .args([
+            "run",
+            "k",
+            "--cluster",
+            "a",
+            "--slot",
+            &slot.to_string(),
+            "--lease",
+            "6s",
+            "--",
+        ])
+        .args(jobs.argv("a", Duration::from_millis(1500), OnTerm::Die, 0))
+        .timeout(Duration::from_secs(60))
+        .spawn();
+    wait_for("cluster a's job", Duration::from_secs(30), || {
+        jobs.started("a")
+    })
+    .await;
+    let b_run = slot_run(
+        &env,
+        &jobs,
+        ("k", "b", slot),
+        "b",
+        &["--wait", "60s"],
+        (Duration::ZERO, 0),
+    )
+    .spawn();
+    // Down from before the job ends until 2 s after.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    proxy.set(Fault::Blackhole);
+    wait_for("cluster a's job to end", Duration::from_secs(10), || {
+        jobs.interval("a").is_some_and(|i| i.clean)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.set(Fault::Pass);
+    let out = a.wait().await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("release failed; retrying"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("slot recorded as done"),
+        "{}",
+        out.stderr
+    );
+    let b_out = b_run.wait().await;
+    assert_eq!(b_out.code, Some(0), "{}", b_out.stderr);
+    assert!(!jobs.started("b"), "the occurrence ran twice");
+    assert_eq!(
+        env.item("k").await.unwrap().done_cluster.as_deref(),
+        Some("a")
+    );
 }
 
 async fn older_slot_firing_late_skips(b: Backend) {

@@ -410,3 +410,32 @@ async fn shutdown_escalates_to_sigkill_after_grace() {
     assert!(!alive(holder.child));
     assert!(!env.item("k").await.unwrap().is_held(now_ns()));
 }
+
+/// Processes lock-exec inherited (started before it by the shell that exec'd it) are not
+/// the job's leftovers: they are left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inherited_children_are_not_leftovers() {
+    let env = Env::new(Backend::Dynalite).await;
+    let pidfile = env.dir.file("sidecar.pid");
+    let out = LockExec::program("sh", &env.endpoint(), &env.table)
+        .args([
+            "-c",
+            &format!(
+                "sleep 30 >/dev/null 2>&1 & echo $! > {}; exec {} run k -- true",
+                pidfile.display(),
+                bin()
+            ),
+        ])
+        .output()
+        .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("left processes behind"),
+        "{}",
+        out.stderr
+    );
+    let sidecar = read_num(&pidfile).unwrap() as i32;
+    // lock-exec has exited; its inherited child lives on (re-parented), until we stop it.
+    assert!(alive(sidecar), "the inherited sleep was killed");
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(sidecar), Signal::SIGKILL);
+}

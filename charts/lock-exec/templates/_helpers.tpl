@@ -120,7 +120,7 @@ grace period in seconds (the one lock-exec will use).
 {{- if gt $v $max }}{{ fail (printf "%s is too long: at most 3650d (10 years)" $name) }}{{ end -}}
 {{- end -}}
 {{- if lt $lease 1.0 }}{{ fail (printf "lock.lease %s is too short: it must be at least 1s (lock-exec's rule)" $l.lease) }}{{ end -}}
-{{- if le $heartbeat 0.0 }}{{ fail "lock.heartbeat must be more than 0" }}{{ end -}}
+{{- if lt $heartbeat 0.05 }}{{ fail "lock.heartbeat is too short: at least 50ms (lock-exec's rule)" }}{{ end -}}
 {{- if le $grace 0.0 }}{{ fail "lock.grace must be more than 0" }}{{ end -}}
 {{- if ge (mulf $heartbeat 2.0) $lease }}{{ fail (printf "lock.heartbeat (%s) must be less than half of lock.lease (%s), so that one lost renewal cannot lapse the lease (lock-exec's rule)" (toString $l.heartbeat) $l.lease) }}{{ end -}}
 {{- if ge (addf $heartbeat $grace $skew $margin) $lease }}{{ fail (printf "lock.heartbeat + lock.grace + lock.maxClockSkew + margin (%gs + %gs + %gs + %gs) must be less than lock.lease (%s), or the command could still run when the lease ends (lock-exec's rule)" $heartbeat $grace $skew $margin $l.lease) }}{{ end -}}

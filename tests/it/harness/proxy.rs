@@ -19,6 +19,8 @@ pub enum Fault {
     Reset,
     /// Forward, answering each request this long after the server did.
     DelayResponses(Duration),
+    /// Forward; answer the next request this long after the server did; then pass.
+    DelayResponse(Duration),
     /// Forward the next request, swallow its answer and close that connection (the write
     /// is applied, its answer lost); then pass again.
     DropResponse,
@@ -173,9 +175,11 @@ async fn pipe(client: tokio::net::TcpStream, server: tokio::net::TcpStream, shar
     let (mut sr, mut sw) = server.into_split();
     let up_shared = shared.clone();
     let cw_up = cw.clone();
-    // A response to drop: set by the request that took the DropResponse fault.
+    // A response to drop, or to delay: set by the request that took the one-shot fault.
     let drop_next = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let drop_up = drop_next.clone();
+    let delay_next = Arc::new(Mutex::new(None::<Duration>));
+    let delay_up = delay_next.clone();
     // Upstream works request by request, so a fault applies to whole requests.
     let upstream = async move {
         let mut buf = vec![0u8; 64 * 1024];
@@ -229,6 +233,11 @@ async fn pipe(client: tokio::net::TcpStream, server: tokio::net::TcpStream, shar
                 if up_shared.take(|f| f == Fault::DropResponse).is_some() {
                     drop_up.store(true, Ordering::SeqCst);
                 }
+                if let Some(Fault::DelayResponse(d)) =
+                    up_shared.take(|f| matches!(f, Fault::DelayResponse(_)))
+                {
+                    *delay_up.lock().unwrap() = Some(d);
+                }
                 if sw.write_all(&request).await.is_err() {
                     return;
                 }
@@ -244,6 +253,10 @@ async fn pipe(client: tokio::net::TcpStream, server: tokio::net::TcpStream, shar
             };
             if drop_next.load(Ordering::SeqCst) {
                 return; // the answer is lost, the connection closed
+            }
+            let delay = delay_next.lock().unwrap().take();
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
             }
             match shared.get() {
                 Fault::Reset => return,

@@ -5,7 +5,8 @@
 #     API schemas that kubernetes-validate knows,
 #   - values.schema.json rejects bad values,
 #   - deploy/kubernetes/cronjob.yaml is what the chart renders (no drift),
-#   - the IAM policies are valid JSON; deploy/terraform passes fmt and validate
+#   - the IAM policies are valid JSON and grant exactly the calls the code makes;
+#     deploy/terraform passes fmt and validate
 #     (only where terraform and a provider mirror exist; SKIP otherwise),
 #   - hadolint passes on the Dockerfile and shellcheck on scripts/*.sh.
 # Tools come from .tools/ (scripts/install-tools.sh); shellcheck from PATH.
@@ -58,17 +59,18 @@ check() {
   if "$@" >"$tmp/log" 2>&1; then pass "$name"; else fail "$name" "$tmp/log"; fi
 }
 
-# reject NAME VALUES_YAML: `helm template` with the test values plus VALUES_YAML
-# on top must fail, and name the schema (or the chart's own `fail`) as the reason.
+# reject NAME VALUES_YAML WHY [HELM]: `helm template` with the test values plus
+# VALUES_YAML on top must fail, and its message must match the extended regex WHY (the
+# schema's or the chart's own reason, not any failure).
 reject() {
-  local name=$1 values=$2 helm=${3:-$helm3}
+  local name=$1 values=$2 why=$3 helm=${4:-$helm3}
   printf '%s\n' "$values" >"$tmp/bad-values.yaml"
   if "$helm" template lock-exec "$chart" -f "$test_values" -f "$tmp/bad-values.yaml" >"$tmp/log" 2>&1; then
     fail "rejects $name" "$tmp/log"
-  elif grep -qE "schema|is required" "$tmp/log"; then
+  elif grep -qE "$why" "$tmp/log"; then
     pass "rejects $name"
   else
-    fail "rejects $name (failed for another reason)" "$tmp/log"
+    fail "rejects $name (failed for another reason than /$why/)" "$tmp/log"
   fi
 }
 
@@ -91,6 +93,9 @@ read -r k8s_oldest k8s_newest < <("$venv/bin/python" -c '
 import kubernetes_validate.utils as u
 v = sorted(set(u.all_versions()), key=lambda s: tuple(int(p) for p in s.split(".")))
 print(v[0], v[-1])')
+if [ "$k8s_oldest" = "$k8s_newest" ]; then
+  fail "kubernetes-validate knows two Kubernetes versions (oldest $k8s_oldest, newest $k8s_newest)"
+fi
 
 # --- helm 3 ------------------------------------------------------------------
 check "helm3 lint --strict (ci/test-values.yaml)" "$helm3" lint --strict "$chart" -f "$test_values"
@@ -137,21 +142,33 @@ check "render-job.py --pod prints the job's pod" render_pod_smoke
 # The defaults alone lack schedule, job.image and job.command.
 if "$helm3" template lock-exec "$chart" >"$tmp/log" 2>&1; then
   fail "rejects the default values alone" "$tmp/log"
-else
+elif grep -qE "job.image is required|schedule is required|at '\/schedule'" "$tmp/log"; then
   pass "rejects the default values alone"
+else
+  fail "rejects the default values alone (for another reason)" "$tmp/log"
 fi
-reject "job.command missing" $'job:\n  command: null'
-reject "job.command empty" $'job:\n  command: []'
-reject "job.image missing" $'job:\n  image: null'
-reject "schedule empty" 'schedule: ""'
-reject "lock.lease as a number (5)" $'lock:\n  lease: 5'
-reject "lock.expire without a unit (\"3600\")" $'lock:\n  expire: "3600"'
-reject "lock.minHold as prose (\"5 minutes\")" $'lock:\n  minHold: 5 minutes'
-reject "lock.key starting with \"-\"" $'lock:\n  key: --force'
-reject "lock.lockedExitCode 256" $'lock:\n  lockedExitCode: 256'
-reject "an unknown top-level key" 'shedule: "@hourly"'
-reject "an unknown key under lock" $'lock:\n  leese: 30s'
-reject "concurrencyPolicy not in Allow/Forbid/Replace" 'concurrencyPolicy: Sometimes'
+schema="schema"
+reject "job.command missing" $'job:\n  command: null' "job.command is required|$schema"
+reject "job.command empty" $'job:\n  command: []' "job.command is required|$schema"
+reject "job.image missing" $'job:\n  image: null' "job.image is required|$schema"
+reject "schedule empty" 'schedule: ""' "schedule is required|$schema"
+reject "lock.lease as a number (5)" $'lock:\n  lease: 5' "$schema"
+reject "lock.expire without a unit (\"3600\")" $'lock:\n  expire: "3600"' "$schema"
+reject "lock.minHold as prose (\"5 minutes\")" $'lock:\n  minHold: 5 minutes' "$schema"
+reject "lock.key starting with \"-\"" $'lock:\n  key: --force' "$schema"
+reject "lock.lockedExitCode 256" $'lock:\n  lockedExitCode: 256' "$schema"
+reject "lock.waitExitCode -1" $'lock:\n  waitExitCode: -1' "$schema"
+reject "an unknown top-level key" 'shedule: "@hourly"' "$schema"
+reject "an unknown key under lock" $'lock:\n  leese: 30s' "$schema"
+reject "concurrencyPolicy not in Allow/Forbid/Replace" 'concurrencyPolicy: Sometimes' "$schema"
+# lock-exec's own rules, at render time rather than in the pod.
+reject "lock.expire not above lock.lease" $'lock:\n  lease: 30s\n  expire: 20s' "lock.expire \\(20s\\) must be longer than lock.lease"
+reject "lock.heartbeat half of lock.lease" $'lock:\n  heartbeat: 15s' "must be less than half of lock.lease"
+reject "no room for grace and skew" $'lock:\n  grace: 20s' "must be less than lock.lease \\(30s\\)"
+reject "lock.lease below 1s" $'lock:\n  lease: 800ms' "at least 1s"
+reject "lock.minHold above lock.expire" $'lock:\n  minHold: 2h' "must not exceed lock.expire"
+reject "activeDeadlineSeconds below lock-exec's own limits" 'activeDeadlineSeconds: 3600' "activeDeadlineSeconds \\(3600\\) must be at least"
+reject "an empty jobNameLabel" $'lock:\n  jobNameLabel: ""' "$schema"
 
 # --- plain YAML: generated from the chart, must not drift ---------------------
 render_plain() {
@@ -184,13 +201,51 @@ same_as_helm3() {
     diff -u <(grep -v '^$' "$tmp/test.yaml") <(grep -v '^$' "$tmp/test4.yaml")
 }
 check "helm4 template renders what helm3 renders" same_as_helm3
-reject "lock.lease as a number (helm4)" $'lock:\n  lease: 5' "$helm4"
-reject "an unknown key under lock (helm4)" $'lock:\n  leese: 30s' "$helm4"
+reject "lock.lease as a number (helm4)" $'lock:\n  lease: 5' "$schema" "$helm4"
+reject "an unknown key under lock (helm4)" $'lock:\n  leese: 30s' "$schema" "$helm4"
+reject "lock.expire not above lock.lease (helm4)" $'lock:\n  lease: 30s\n  expire: 20s' "must be longer than lock.lease" "$helm4"
 
 # --- AWS: IAM policies and Terraform -------------------------------------------
 for policy in deploy/iam/*.json; do
   check "$policy is valid JSON" "$venv/bin/python" -m json.tool "$policy"
 done
+# The policies grant exactly what the code calls: the DynamoDB operations in
+# src/lock/dynamo.rs (run, unlock, status; Scan is list's) and src/commands/create_table.rs.
+iam_matches_code() {
+  "$venv/bin/python" - <<'PY'
+import json, re, sys
+def calls(path):
+    ops = re.findall(r"\.(get_item|update_item|put_item|delete_item|scan|query|create_table|describe_table|update_time_to_live|describe_time_to_live)\(\)", open(path).read())
+    return {"dynamodb:" + "".join(w.capitalize() for w in op.split("_")) for op in ops}
+def actions(path):
+    return {a for st in json.load(open(path))["Statement"] for a in st["Action"]}
+store = calls("src/lock/dynamo.rs")
+run, listing = store - {"dynamodb:Scan"}, store & {"dynamodb:Scan"}
+admin = calls("src/commands/create_table.rs")
+checks = [
+    ("deploy/iam/lock-exec-policy.json", run, "=="),
+    ("deploy/iam/lock-exec-prefix-policy.json", run, "=="),
+    ("deploy/iam/lock-exec-list-policy.json", listing, "=="),
+    ("deploy/iam/lock-exec-admin-policy.json", admin, ">="),
+]
+bad = False
+for path, want, how in checks:
+    got = actions(path)
+    ok = got == want if how == "==" else got >= want
+    print(f"{path}: grants {sorted(got)}, code calls {sorted(want)}")
+    bad |= not ok
+prefix = json.load(open("deploy/iam/lock-exec-prefix-policy.json"))["Statement"][0]
+if "dynamodb:LeadingKeys" not in json.dumps(prefix.get("Condition", {})):
+    print("the prefix policy has no dynamodb:LeadingKeys condition"); bad = True
+tf = open("deploy/terraform/main.tf").read()
+block = tf[tf.index('data "aws_iam_policy_document" "run"'):tf.index('data "aws_iam_policy_document" "list"')]
+tf_run = set(re.findall(r'"(dynamodb:[A-Za-z]+)"', block[block.index("actions"):block.index("]")]))
+print(f"deploy/terraform run policy: {sorted(tf_run)}")
+bad |= tf_run != run
+sys.exit(1 if bad else 0)
+PY
+}
+check "IAM policies grant exactly the DynamoDB calls the code makes" iam_matches_code
 # terraform is not installed by scripts/install-tools.sh (no registry here ships
 # it); validate when this machine has it and a provider mirror (TF_PLUGIN_DIR).
 tf_plugins=${TF_PLUGIN_DIR:-/opt/tf-plugins}

@@ -22,12 +22,16 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 say "lock-exec create-table"
 "$bin" create-table
 
-say "cluster east and cluster west fire the same cron job at the same moment"
+# The Job name the CronJob controller would give this minute's occurrence, in every cluster.
+job="nightly-report-$(( $(date +%s) / 60 ))"
+export LOCK_EXEC_JOB_NAME=$job
+
+say "cluster east and cluster west fire occurrence $job at the same moment"
 "$bin" run nightly-report --cluster east --owner east-pod -- \
-  sh -c 'echo "[east] running the report (fence $LOCK_EXEC_FENCE)"; sleep 3; echo "[east] done"' &
+  sh -c 'echo "[east] running the report (fence $LOCK_EXEC_FENCE, slot $LOCK_EXEC_SLOT)"; sleep 3; echo "[east] done"' &
 east=$!
 "$bin" run nightly-report --cluster west --owner west-pod -- \
-  sh -c 'echo "[west] running the report (fence $LOCK_EXEC_FENCE)"; sleep 3; echo "[west] done"' &
+  sh -c 'echo "[west] running the report (fence $LOCK_EXEC_FENCE, slot $LOCK_EXEC_SLOT)"; sleep 3; echo "[west] done"' &
 west=$!
 sleep 1
 
@@ -40,5 +44,9 @@ wait $west; west_rc=$?
 set -e
 say "exit codes: east=$east_rc west=$west_rc (the skipped one exits --locked-exit-code, default 0)"
 
-say "lock-exec status nightly-report (after the run: free, fence kept)"
+say "cluster south's controller fires the same occurrence late, after the run ended"
+"$bin" run nightly-report --cluster south --owner south-pod -- \
+  sh -c 'echo "[south] running the report AGAIN (this must not happen)"'
+
+say "lock-exec status nightly-report (free, the occurrence done, fence kept)"
 "$bin" status nightly-report

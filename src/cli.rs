@@ -58,7 +58,7 @@ pub(crate) struct Global {
 
     /// Hard cap on how long one run may hold the lock; the command is stopped at it
     /// (exit 124) [default: 24h].
-    #[arg(short = 'e', long, env = "LOCK_EXEC_EXPIRE", global = true, value_parser = duration, value_name = "DURATION")]
+    #[arg(short = 'e', long, env = "LOCK_EXEC_EXPIRE", global = true, value_parser = duration, value_name = "DURATION", allow_hyphen_values = true)]
     pub(crate) expire: Option<Duration>,
 
     /// Log format on stderr; the level comes from LOCK_EXEC_LOG or RUST_LOG (default info).
@@ -132,21 +132,21 @@ pub(crate) struct RunArgs {
 
     /// How long one renewal keeps the key; a crashed holder frees it after at most this
     /// (at least 1s).
-    #[arg(long, env = "LOCK_EXEC_LEASE", value_parser = duration, value_name = "DURATION", default_value = "30s")]
+    #[arg(long, env = "LOCK_EXEC_LEASE", value_parser = duration, value_name = "DURATION", default_value = "30s", allow_hyphen_values = true)]
     pub(crate) lease: Duration,
 
     /// Time between renewals [default: lease/3].
-    #[arg(long, env = "LOCK_EXEC_HEARTBEAT", value_parser = duration, value_name = "DURATION")]
+    #[arg(long, env = "LOCK_EXEC_HEARTBEAT", value_parser = duration, value_name = "DURATION", allow_hyphen_values = true)]
     pub(crate) heartbeat: Option<Duration>,
 
     /// Time between SIGTERM and SIGKILL: after a forwarded shutdown signal, a lost lease
     /// or the hard cap [default: the smaller of 10s and lease/3].
-    #[arg(long, env = "LOCK_EXEC_GRACE", value_parser = duration, value_name = "DURATION")]
+    #[arg(long, env = "LOCK_EXEC_GRACE", value_parser = duration, value_name = "DURATION", allow_hyphen_values = true)]
     pub(crate) grace: Option<Duration>,
 
     /// How far another host's clock may run ahead of this one's; the command is stopped
     /// this much before the lease end it wrote [default: the smaller of 1s and lease/10].
-    #[arg(long, env = "LOCK_EXEC_MAX_CLOCK_SKEW", value_parser = duration, value_name = "DURATION")]
+    #[arg(long, env = "LOCK_EXEC_MAX_CLOCK_SKEW", value_parser = duration, value_name = "DURATION", allow_hyphen_values = true)]
     pub(crate) max_clock_skew: Option<Duration>,
 
     /// Owner name stored in the lock [default: the host name, i.e. the pod name].
@@ -158,12 +158,12 @@ pub(crate) struct RunArgs {
     pub(crate) cluster: Option<String>,
 
     /// Wait up to this long for a held key; 0 skips at once.
-    #[arg(long, env = "LOCK_EXEC_WAIT", value_parser = duration, value_name = "DURATION", default_value = "0s")]
+    #[arg(long, env = "LOCK_EXEC_WAIT", value_parser = duration, value_name = "DURATION", default_value = "0s", allow_hyphen_values = true)]
     pub(crate) wait: Duration,
 
     /// Keep the key locked until this long after acquisition, even if the command ends
     /// sooner (a late cron in another cluster then skips).
-    #[arg(long, env = "LOCK_EXEC_MIN_HOLD", value_parser = duration, value_name = "DURATION", default_value = "0s")]
+    #[arg(long, env = "LOCK_EXEC_MIN_HOLD", value_parser = duration, value_name = "DURATION", default_value = "0s", allow_hyphen_values = true)]
     pub(crate) min_hold: Duration,
 
     /// Exit code when the key is held or the slot done and the command is skipped (0-255).
@@ -171,7 +171,8 @@ pub(crate) struct RunArgs {
         long,
         env = "LOCK_EXEC_LOCKED_EXIT_CODE",
         default_value_t = 0,
-        value_name = "CODE"
+        value_name = "CODE",
+        allow_hyphen_values = true
     )]
     pub(crate) locked_exit_code: u8,
 
@@ -180,13 +181,14 @@ pub(crate) struct RunArgs {
         long,
         env = "LOCK_EXEC_WAIT_EXIT_CODE",
         default_value_t = crate::exit::WAIT_TIMED_OUT,
-        value_name = "CODE"
+        value_name = "CODE",
+        allow_hyphen_values = true
     )]
     pub(crate) wait_exit_code: u8,
 
     /// The schedule occurrence this run is for (by convention its scheduled time in
     /// minutes since the Unix epoch); a run for a slot already done skips.
-    #[arg(long, env = "LOCK_EXEC_SLOT", value_parser = crate::slot::parse_slot, value_name = "N")]
+    #[arg(long, env = "LOCK_EXEC_SLOT", value_parser = crate::slot::parse_slot, value_name = "N", allow_hyphen_values = true)]
     pub(crate) slot: Option<u64>,
 
     /// Take the slot from a CronJob's Job name, `<cronjob>-<minutes since the epoch>`
@@ -303,6 +305,7 @@ impl RunArgs {
             (Some(_), false) => Err(UsageError::BothCommandForms),
             (None, true) => Err(UsageError::NoCommand),
             (None, false) if self.shell => Err(UsageError::ShellWithArgv),
+            (None, false) if self.argv[0].is_empty() => Err(UsageError::NoProgram),
             (None, false) => Ok(self.argv.clone()),
             (Some(s), true) if s.trim().is_empty() => Err(UsageError::EmptyCommand),
             (Some(s), true) if self.shell => Ok(vec!["/bin/sh".into(), "-c".into(), s.into()]),
@@ -333,6 +336,11 @@ pub(crate) fn parse_error(err: clap::Error) -> ParseError {
     match err.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
             return ParseError::Display(err.render().to_string())
+        }
+        // `lock-exec help --help`: clap's own help subcommand takes no options.
+        ErrorKind::InvalidSubcommand if std::env::args_os().nth(1).is_some_and(|a| a == "help") => {
+            use clap::CommandFactory;
+            return ParseError::Display(Cli::command().render_long_help().to_string());
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
             return ParseError::Usage(
@@ -375,7 +383,9 @@ pub(crate) fn parse_error(err: clap::Error) -> ParseError {
 
 /// The log format asked for, read without clap (for errors clap reports).
 pub(crate) fn early_log_format() -> LogFormat {
-    let args: Vec<String> = std::env::args().collect();
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let from_args = args.iter().enumerate().find_map(|(i, a)| {
         a.strip_prefix("--log-format=")
             .map(str::to_string)

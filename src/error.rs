@@ -90,6 +90,11 @@ pub(crate) enum UsageError {
     /// A setting that must not be empty.
     #[error("{0} is empty: give a value or leave it unset")]
     Empty(&'static str),
+    /// A table name DynamoDB does not accept.
+    #[error(
+        "--table '{0}' is not a DynamoDB table name: use 3 to 255 letters, digits, '_', '-' or '.'"
+    )]
+    TableName(String),
     /// An endpoint that is not a URL.
     #[error("--endpoint-url '{0}' is not a URL: write it with its scheme, e.g. http://127.0.0.1:8000 or https://dynamodb.eu-west-1.amazonaws.com")]
     Endpoint(String),

@@ -6,11 +6,13 @@
 //! how the run ended; the [`Ending`] decides what the release writes (min-hold, the
 //! completed slot, how patiently, or nothing at all). Dropping it stops the heartbeat.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::clock::{nanos, rfc3339, Clock};
 use crate::exit::ChildStatus;
-use crate::lease::{Lease, LeaseEnd, Stop, StopWhy, Timing};
+use crate::lease::{jitter, Lease, LeaseEnd, Stop, StopWhy, Timing};
 use crate::lock::{
     Acquire, Claim, Done, Holding, LockRecord, LockStore, Patience, Release, ReleaseOf, Released,
     StoreError,
@@ -130,9 +132,12 @@ impl<S: LockStore> HeldLock<S> {
         // The lease end the table holds (ours, or our lost earlier attempt's), mapped from
         // before the send: never later than the truth.
         let mut end = LeaseEnd::new(expire_ns, sent);
-        if expire_ns != claim.expire_ns {
-            // Our earlier attempt's lease may be nearly over: renew it before the command
-            // starts, or give the key back and let the caller try again.
+        // The write that stored this lease end was sent a lease before it. An answer that
+        // came late (or our lost earlier attempt's lease, recognised) may leave too little
+        // of it for the stop sequence: renew before the command starts, or give the key
+        // back and let the caller try again.
+        let written = end.mono.checked_sub(t.lease).unwrap_or(sent.mono);
+        if clock.now().mono >= written + t.heartbeat {
             let now = clock.now();
             let renewed = now.wall_ns.saturating_add(nanos(t.lease)).min(deadline_ns);
             match store
@@ -186,6 +191,21 @@ impl<S: LockStore> HeldLock<S> {
         self.deadline_ns
     }
 
+    /// When the command (and what it left) must be dead at the latest, by the lease as
+    /// last renewed.
+    pub(crate) fn kill_at(&self) -> tokio::time::Instant {
+        self.lease.end().kill_at(self.clock.now(), &self.timing)
+    }
+
+    /// A stop the lease has already reported, without waiting.
+    pub(crate) fn stopped(&mut self) -> Option<Stop> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::pin::pin!(self.lease.event()).poll(&mut cx) {
+            std::task::Poll::Ready(stop) => Some(stop),
+            std::task::Poll::Pending => None,
+        }
+    }
+
     /// The next time the lease requires the command to stop. Cancel-safe; after one stop
     /// it stays pending.
     pub(crate) async fn stop(&mut self) -> Stop {
@@ -205,9 +225,8 @@ impl<S: LockStore> HeldLock<S> {
             lease,
             ..
         } = self;
-        drop(lease);
         let now_ns = clock.now_ns();
-        let (of, expire_ns, done, patience) = match ending {
+        let (of, expire_ns, done) = match ending {
             Ending::Finished(status) => {
                 let min_hold_end = acquired_ns.saturating_add(nanos(t.min_hold));
                 let done = slot
@@ -216,27 +235,11 @@ impl<S: LockStore> HeldLock<S> {
                         slot: s.n,
                         cluster: cluster.clone(),
                     });
-                (
-                    ReleaseOf::Own,
-                    now_ns.max(min_hold_end),
-                    done,
-                    Patience::Normal,
-                )
-            }
-            Ending::Stopped | Ending::Fenced(StopWhy::HardCap | StopWhy::ClockJump(_)) => {
-                (ReleaseOf::Own, now_ns, None, Patience::Normal)
-            }
-            // The store did not answer renewals: one short try, then the lease lapses anyway.
-            Ending::Fenced(StopWhy::Unrenewed | StopWhy::TaskEnded) => {
-                (ReleaseOf::Own, now_ns, None, Patience::Once(t.heartbeat))
+                (ReleaseOf::Own, now_ns.max(min_hold_end), done)
             }
             // Revoked (or taken): our command is dead, so a revoked lease may end now.
-            Ending::Fenced(StopWhy::Lost) => (
-                ReleaseOf::Revoked,
-                now_ns,
-                None,
-                Patience::Once(t.heartbeat),
-            ),
+            Ending::Fenced(StopWhy::Lost) => (ReleaseOf::Revoked, now_ns, None),
+            Ending::Stopped | Ending::Fenced(_) => (ReleaseOf::Own, now_ns, None),
         };
         let release = Release {
             expire_ns,
@@ -245,9 +248,39 @@ impl<S: LockStore> HeldLock<S> {
             of,
         };
         let key = &holding.key;
-        match store.release(&holding, &release, patience).await {
+        // Retried until the lease's kill point: the run id is surely ours until then, and
+        // a completed slot that is not written lets another cluster run the occurrence
+        // again. The heartbeat stays alive meanwhile (after a normal end it keeps the
+        // lease, and that point, moving); it is dropped once the release is done.
+        let mut delay = Duration::from_millis(200);
+        let result = loop {
+            let now = clock.now();
+            let left = lease
+                .end()
+                .kill_at(now, &t)
+                .saturating_duration_since(now.mono);
+            // Attempts as short as renewals', so several fit; at least one, however late.
+            let limit = t
+                .attempt_limit()
+                .clamp(Duration::from_millis(500), Duration::from_secs(5))
+                .min(left.max(Duration::from_millis(500)));
+            match store
+                .release(&holding, &release, Patience::Once(limit))
+                .await
+            {
+                Err(e) if e.is_transient() && limit + delay < left => {
+                    tracing::warn!(key = %key, error = %e, "release failed; retrying while the lease lasts");
+                    tokio::time::sleep(jitter(delay, 0.25)).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                other => break other,
+            }
+        };
+        drop(lease);
+        match result {
             Ok(how) => {
-                let answer_lost = how == Released::AlreadyDone;
+                // Only said when it happened: the retry found our own applied release.
+                let answer_lost = (how == Released::AlreadyDone).then_some(true);
                 match (&done, expire_ns > now_ns) {
                     (Some(d), _) => {
                         tracing::info!(key = %key, fence = holding.fence, slot = d.slot,
@@ -278,6 +311,10 @@ impl<S: LockStore> HeldLock<S> {
             Err(e) => {
                 tracing::error!(key = %key, fence = holding.fence, error = %e,
                     "could not release the lock; it frees itself when its lease ends");
+                if let Some(d) = &done {
+                    tracing::error!(key = %key, slot = d.slot,
+                        "the slot was NOT recorded as done: a waiting or later cluster may run this occurrence again");
+                }
                 ReleaseReport::Failed
             }
         }
@@ -320,8 +357,6 @@ mod tests {
             Attempt::Refused(r) => panic!("refused: {r:?}"),
         }
     }
-
-    use std::time::Duration;
 
     #[tokio::test(start_paused = true)]
     async fn finished_run_honours_min_hold_and_completes_its_slot() {

@@ -2,13 +2,19 @@
 //! RUST_LOG.
 //!
 //! A log write must never change what lock-exec does: stderr may be a closed pipe
-//! (`lock-exec run … 2>&1 | head -1`) or a full disk, and a panic there would leave the
-//! command unsupervised. So records are written here, by hand, and every write error is
+//! (`lock-exec run … 2>&1 | head -1`), a full disk, or a pipe nobody reads (a stalled log
+//! shipper), and a panic or a blocked write there would leave the command unsupervised.
+//! So records are formatted here, by hand, and handed to one writer thread through a
+//! bounded queue: the runtime never waits for stderr. When the queue is full a record is
+//! dropped (and the drops counted in the next record that gets through); write errors are
 //! ignored.
 
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -26,6 +32,60 @@ const DEFAULT_FILTER: &str = "error,lock_exec=info";
 /// Fields added to every record from now on (the run's key, owner, cluster).
 static CONTEXT: Mutex<Vec<(&'static str, String)>> = Mutex::new(Vec::new());
 
+/// Records waiting for the writer thread (at most [`QUEUE`] of them).
+static WRITER: OnceLock<SyncSender<Message>> = OnceLock::new();
+
+/// Records dropped because the queue was full.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// How many records may wait for a slow stderr.
+const QUEUE: usize = 256;
+
+/// What the writer thread is sent.
+enum Message {
+    /// A whole record, newline included.
+    Line(String),
+    /// Answer on this channel once everything before has been written.
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// The writer thread: one write per record, errors ignored.
+fn write_lines(queue: Receiver<Message>) {
+    for message in queue {
+        match message {
+            Message::Line(line) => {
+                let _ = std::io::stderr().lock().write_all(line.as_bytes());
+            }
+            Message::Flush(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// Hands a record to the writer thread without waiting (or, before `init`, writes it).
+fn emit(line: String) {
+    let Some(writer) = WRITER.get() else {
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        return;
+    };
+    if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+        writer.try_send(Message::Line(line))
+    {
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Waits up to `limit` for the records so far to be written: before exiting, so the
+/// last record (the run's summary) is not lost, but never for long on a stalled stderr.
+pub(crate) fn flush(limit: Duration) {
+    let Some(writer) = WRITER.get() else { return };
+    let (done, written) = std::sync::mpsc::channel();
+    if writer.try_send(Message::Flush(done)).is_ok() {
+        let _ = written.recv_timeout(limit);
+    }
+}
+
 /// Installs the global subscriber.
 pub(crate) fn init(format: LogFormat) {
     let directive = std::env::var("LOCK_EXEC_LOG")
@@ -40,6 +100,14 @@ pub(crate) fn init(format: LogFormat) {
     let filter: Targets = directive
         .parse()
         .unwrap_or_else(|_| DEFAULT_FILTER.parse().expect("the default filter parses"));
+    let (tx, rx) = sync_channel(QUEUE);
+    if std::thread::Builder::new()
+        .name("log".into())
+        .spawn(move || write_lines(rx))
+        .is_ok()
+    {
+        let _ = WRITER.set(tx);
+    }
     let _ = tracing_subscriber::registry()
         .with(Lines { format }.with_filter(filter))
         .try_init();
@@ -120,11 +188,21 @@ impl<S: Subscriber> Layer<S> for Lines {
             Level::DEBUG => "debug",
             Level::TRACE => "trace",
         };
-        let time = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
+        // A clock before 1970 reads as 1970, not a panic.
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let time =
+            humantime::format_rfc3339_micros(std::time::UNIX_EPOCH + since_epoch).to_string();
         let context: Vec<(&'static str, Value)> = CONTEXT
             .lock()
             .map(|c| c.iter().map(|(n, v)| (*n, Value::Str(v.clone()))).collect())
             .unwrap_or_default();
+        let dropped = DROPPED.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            f.fields
+                .push(("log_records_dropped", Value::Num(dropped.to_string())));
+        }
         // The record's own fields win over the context's.
         let all = f.fields.iter().chain(
             context
@@ -166,8 +244,7 @@ impl<S: Subscriber> Layer<S> for Lines {
             }
         }
         line.push('\n');
-        // One write per record; its failure is ignored (see the module comment).
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        emit(line);
     }
 }
 

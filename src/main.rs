@@ -63,11 +63,13 @@ fn main() -> ExitCode {
             cli::ParseError::Usage(line) => {
                 logging::init(cli::early_log_format());
                 tracing::error!(outcome = "error", exit_code = exit::FAILURE, "{line}");
+                logging::flush(std::time::Duration::from_secs(1));
                 return ExitCode::from(exit::FAILURE);
             }
         },
     };
     let code = exit::code(&outcome);
     commands::finish(&outcome, code);
+    logging::flush(std::time::Duration::from_secs(1));
     ExitCode::from(code)
 }

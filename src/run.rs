@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::exit::ChildStatus;
 use crate::held::{Attempt, Ending, HeldLock, Request};
 use crate::lease::{jitter, StopWhy};
-use crate::lock::{LockRecord, LockStore, Whole};
+use crate::lock::{LockRecord, LockStore, StoreError, Whole};
 use crate::supervisor::{is_shutdown, ChildCommand, Event, Supervisor};
 
 /// Everything `run` needs, validated by the CLI.
@@ -96,7 +96,7 @@ pub(crate) async fn run<S: LockStore>(
         deadline = %rfc3339(lock.deadline_ns()), "lock acquired");
 
     // A shutdown requested while we were acquiring: do not start the command.
-    if let Some(sig) = sup.pending_signal().filter(|s| is_shutdown(*s)) {
+    if let Some(sig) = sup.pending_shutdown() {
         tracing::info!(key = %req.key, signal = %sig, "shutdown requested before the command started");
         lock.release(Ending::Stopped).await;
         return Ok(Report {
@@ -105,6 +105,16 @@ pub(crate) async fn run<S: LockStore>(
             held: Some(held_since.elapsed()),
             ran: None,
         });
+    }
+
+    // The lease may already require a stop (a renewal failed right away): never start a
+    // command that would have to be stopped before it runs.
+    if let Some(stop) = lock.stopped() {
+        lock.release(Ending::Fenced(stop.why)).await;
+        return Err(StoreError::Unreachable {
+            detail: "the lease could not be kept long enough to start the command".into(),
+        }
+        .into());
     }
 
     let command = with_lock_env(&cfg.command, &cfg.request, fence);
@@ -122,6 +132,15 @@ pub(crate) async fn run<S: LockStore>(
 
     let watched = supervise(&mut lock, sup, req).await;
     let ran = started.elapsed();
+    match sup.exec_error() {
+        None => {}
+        Some(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::error!(key = %req.key, program = %program,
+            "command not found: check the program's name and the PATH of the command (exit 127)")
+        }
+        Some(e) => tracing::error!(key = %req.key, program = %program, error = %e,
+            "command cannot be executed: is it a program with the execute permission? (exit 126)"),
+    }
     tracing::info!(key = %req.key, exit_code = watched.status.code(), status = %watched.status, "command exited");
 
     // Whatever the job left behind must be gone before the lock is, and before the lease
@@ -130,6 +149,8 @@ pub(crate) async fn run<S: LockStore>(
         Ending::Finished(_) => Instant::now() + req.timing.grace,
         Ending::Stopped | Ending::Fenced(_) => Instant::now(),
     });
+    // Never later than the lease allows (the heartbeat goes on until the release).
+    let kill_at = kill_at.min(lock.kill_at());
     sup.stop_leftovers(kill_at).await;
     lock.release(watched.ending).await;
     let outcome = match watched.ending {
@@ -170,6 +191,24 @@ async fn supervise<S: LockStore>(
     let sooner = |at: Instant, current: Option<Instant>| Some(current.map_or(at, |c| c.min(at)));
     let status = loop {
         tokio::select! {
+            // A stop that comes with the child's exit decides the ending: the run did not
+            // end by itself if the lease required it to stop.
+            biased;
+            stop = lock.stop() => {
+                let reason = match stop.why {
+                    StopWhy::Lost => "the lease was lost (revoked or taken over)",
+                    StopWhy::Unrenewed => "the lease could not be renewed in time",
+                    StopWhy::HardCap => "the hard cap (--expire) was reached",
+                    StopWhy::ClockJump(_) => "the wall clock jumped",
+                    StopWhy::TaskEnded => "the lease task ended",
+                };
+                kill_at = sooner(stop.kill_at, kill_at);
+                let grace = kill_at.map(|k| k.saturating_duration_since(Instant::now())).unwrap_or_default();
+                tracing::warn!(key = %req.key, reason, grace = %human(grace),
+                    "stopping the command: SIGTERM now, SIGKILL when the grace period ends");
+                sup.signal_child(Signal::SIGTERM);
+                fenced = Some(stop.why);
+            }
             ev = sup.next() => match ev {
                 Event::ChildExited(status) => break status,
                 Event::Signal(sig) => {
@@ -187,21 +226,6 @@ async fn supervise<S: LockStore>(
                     }
                 }
             },
-            stop = lock.stop() => {
-                let reason = match stop.why {
-                    StopWhy::Lost => "the lease was lost (revoked or taken over)",
-                    StopWhy::Unrenewed => "the lease could not be renewed in time",
-                    StopWhy::HardCap => "the hard cap (--expire) was reached",
-                    StopWhy::ClockJump(_) => "the wall clock jumped",
-                    StopWhy::TaskEnded => "the lease task ended",
-                };
-                kill_at = sooner(stop.kill_at, kill_at);
-                let grace = kill_at.map(|k| k.saturating_duration_since(Instant::now())).unwrap_or_default();
-                tracing::warn!(key = %req.key, reason, grace = %human(grace),
-                    "stopping the command: SIGTERM now, SIGKILL when the grace period ends");
-                sup.signal_child(Signal::SIGTERM);
-                fenced = Some(stop.why);
-            }
             _ = sleep_until(kill_at.unwrap_or_else(Instant::now)), if kill_at.is_some() => {
                 tracing::warn!(key = %req.key, "command still running after the grace period; sending SIGKILL");
                 sup.signal_child(Signal::SIGKILL);
@@ -255,9 +279,9 @@ async fn wait_for_lock<S: LockStore>(
         let now_ns = clock.now_ns();
         let holder = match &refused {
             Refusal::SlotDone(r) => {
-                tracing::info!(key = %req.key, slot = req.slot.map(|s| s.n),
-                    done = %r.describe_done(now_ns).unwrap_or_default(),
-                    "this slot is already done; not running the command");
+                tracing::info!(key = %req.key,
+                    "this slot is already done ({}); not running the command",
+                    r.describe_done(now_ns).unwrap_or_default());
                 return Ok(Waited::Not(RunOutcome::Skipped(refused)));
             }
             Refusal::Held(record) => record

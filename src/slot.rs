@@ -24,6 +24,9 @@ pub(crate) const JOB_NAME_WINDOW: Duration = Duration::from_secs(7 * 24 * 60 * 6
 /// Why no slot could be derived.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum SlotError {
+    /// The job name is empty: the pod label it comes from is missing.
+    #[error("the job name (--slot-from-job-name, LOCK_EXEC_JOB_NAME) is empty: the pod has no such label (Kubernetes before 1.27 has only job-name: set the chart's lock.jobNameLabel to job-name), or set lock.oncePerSchedule to false")]
+    EmptyJobName,
     /// The job name does not end in `-<digits>`.
     #[error("job name '{0}' does not end in -<minutes since the epoch> as a CronJob's Jobs do (a Job created by hand?): name it <cronjob>-$(( $(date +%s) / 60 )), or run it without a slot")]
     NoNumber(String),
@@ -56,6 +59,9 @@ pub(crate) enum SlotError {
 /// The slot in a CronJob's Job name: its trailing `-<digits>`, checked to be a time in
 /// minutes within [`JOB_NAME_WINDOW`] of `now`.
 pub(crate) fn from_job_name(name: &str, now: Timestamp) -> Result<u64, SlotError> {
+    if name.is_empty() {
+        return Err(SlotError::EmptyJobName);
+    }
     let digits = name
         .rsplit_once('-')
         .map(|(_, d)| d)
@@ -120,7 +126,9 @@ pub(crate) fn from_schedule(
 /// Parses a slot given as a number (`--slot`).
 pub(crate) fn parse_slot(s: &str) -> Result<u64, String> {
     u64::from_str(s.trim())
-        .map_err(|_| format!("'{s}' is not a slot: use a whole number from 0, e.g. the scheduled time in minutes since the epoch"))
+        .ok()
+        .filter(|n| *n <= crate::lock::MAX_WHOLE)
+        .ok_or_else(|| format!("'{s}' is not a slot: use a whole number from 0 to 2^53-1, e.g. the scheduled time in minutes since the epoch"))
 }
 
 #[cfg(test)]
@@ -199,6 +207,7 @@ mod tests {
             Err(SlotError::TimeZone("Mars/Olympus".into()))
         );
         assert!(parse_slot("-1").is_err() && parse_slot("x").is_err());
+        assert!(parse_slot("9223372036854775808").is_err(), "beyond 2^53");
         assert_eq!(parse_slot("29933400"), Ok(29_933_400));
     }
 }

@@ -66,6 +66,13 @@ pub(crate) async fn store(g: &Global) -> Result<DynamoStore, Error> {
     if g.table.is_empty() {
         return Err(UsageError::Empty("--table (LOCK_EXEC_TABLE)").into());
     }
+    let name_ok = (3..=255).contains(&g.table.len())
+        && g.table
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if !name_ok {
+        return Err(UsageError::TableName(g.table.clone()).into());
+    }
     let opts = AwsOptions {
         region: g.region.clone(),
         endpoint_url: g.endpoint_url.clone(),

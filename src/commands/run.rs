@@ -63,6 +63,7 @@ fn config(g: &Global, args: &RunArgs) -> Result<RunConfig, Error> {
     };
     let slot = slot(args)?;
     let slot_text = slot.map(|s| s.n.to_string());
+    go_tool_hints(g, args);
     logging::set_context(&[("owner", Some(&owner)), ("slot", slot_text.as_deref())]);
     Ok(RunConfig {
         request: Request {
@@ -78,6 +79,23 @@ fn config(g: &Global, args: &RunArgs) -> Result<RunConfig, Error> {
         },
         wait: args.wait,
     })
+}
+
+/// One line for each setting the original Go tool read differently, where a script moved
+/// over from it would otherwise get a different result without a word.
+fn go_tool_hints(g: &Global, args: &RunArgs) {
+    if g.expire.is_some() {
+        tracing::info!(
+            "note: --expire is a hard cap: the command is stopped when it is reached (exit 124); the Go tool's -e only let the lock lapse"
+        );
+    }
+    if let Some(command) = &args.command {
+        if !args.shell && command.contains(['"', '\'']) {
+            tracing::info!(
+                "note: the command string is split with shell-word rules: quotes group words and are removed (the Go tool split on spaces and passed quotes on)"
+            );
+        }
+    }
 }
 
 /// The run's slot from at most one source.

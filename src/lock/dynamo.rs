@@ -31,7 +31,7 @@ use aws_sdk_dynamodb::Client;
 
 use super::{
     Acquire, Claim, Force, Holding, LockRecord, LockStore, Page, Patience, Release, ReleaseOf,
-    Released, StoreError, Whole,
+    Released, StoreError, Whole, MAX_WHOLE,
 };
 
 /// Free: no item, no numeric lease end, or a lease end before the claimant's clock. The
@@ -51,8 +51,8 @@ const SLOT_OPEN: &str = "(attribute_not_exists(#done_slot) \
 /// This exact run holds the lock.
 const OURS: &str = "#run = :run AND #fence = :fence AND #owner = :owner";
 
-/// Fences stay below 2^53, so every JSON reader gets them exactly.
-const FENCE_MAX: u64 = 1 << 53;
+/// A fence `ADD 1` keeps within [`MAX_WHOLE`].
+const FENCE_MAX: u64 = MAX_WHOLE;
 
 /// A [`LockStore`] on a DynamoDB table.
 #[derive(Debug, Clone)]
@@ -310,7 +310,19 @@ impl LockStore for DynamoStore {
         );
         match self.send(req, patience).await {
             Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Err(StoreError::Lost),
+            Err(e) if is_condition_failure(&e) => {
+                // Lost, unless it is still ours with a later end already stored.
+                match self.get(&holding.key).await {
+                    Ok(Some(r))
+                        if r.run.as_deref() == Some(holding.run.as_str())
+                            && r.fence.valid() == Some(holding.fence)
+                            && r.expire_ns.is_some_and(|stored| stored > expire_ns) =>
+                    {
+                        Err(StoreError::Behind)
+                    }
+                    _ => Err(StoreError::Lost),
+                }
+            }
             Err(e) => Err(classify(e, &self.table, "UpdateItem")),
         }
     }
@@ -406,6 +418,12 @@ impl LockStore for DynamoStore {
             Some(run) => {
                 x.s(":seen_run", run);
                 cond.push(x.uses("#run = :seen_run"));
+            }
+            // Not a string, so no run of ours: it goes with the repair.
+            None if seen.run_malformed => {
+                x.s(":type_s", "S");
+                cond.push(x.uses("attribute_exists(#run) AND NOT attribute_type(#run, :type_s)"));
+                remove.push("#run");
             }
             None => cond.push(x.uses("attribute_not_exists(#run)")),
         }
@@ -506,12 +524,13 @@ fn old_item(
     }
 }
 
-/// Reads a whole number: valid from 0 to `i64::MAX`, anything else malformed.
+/// Reads a whole number: valid from 0 to [`MAX_WHOLE`], anything else malformed (the
+/// same bound the acquire condition sets, so `run`, `status` and `unlock` agree).
 fn whole(v: Option<&AttributeValue>) -> Whole {
     match v {
         None => Whole::Absent,
         Some(AttributeValue::N(n)) => match n.trim().parse::<u64>() {
-            Ok(v) if v <= i64::MAX as u64 => Whole::Valid(v),
+            Ok(v) if v <= MAX_WHOLE => Whole::Valid(v),
             _ => Whole::Malformed(n.clone()),
         },
         Some(other) => Whole::Malformed(format!("{other:?}")),
@@ -536,6 +555,7 @@ pub(crate) fn record_from(key: &str, item: &HashMap<String, AttributeValue>) -> 
         owner: string("owner"),
         cluster: string("cluster"),
         run: string("run"),
+        run_malformed: item.get("run").is_some_and(|v| !v.is_s()),
         fence: whole(item.get("fence")),
         acquired_ns: t("acquired"),
         expire_ns: t("expire"),
@@ -588,6 +608,9 @@ where
     }
     let detail = error_chain(&err);
     let lower = detail.to_ascii_lowercase();
+    if lower.contains("credential provider") && lower.contains("status") {
+        return StoreError::CredentialsRefused { detail };
+    }
     if lower.contains("credential") {
         return StoreError::NoCredentials { detail };
     }
@@ -689,14 +712,17 @@ mod tests {
         assert_eq!(r.expire_ns, Some(1_700_000_000_123_456_789));
         assert_eq!(r.done_slot, Whole::Valid(29_000_000));
         assert_eq!(r.run, None, "a run id that is not a string is no run id");
+        assert!(r.run_malformed && r.malformed().unwrap().contains("run"));
         assert_eq!(r.cluster, None);
 
         assert_eq!(whole(Some(&n("-5"))), Whole::Malformed("-5".into()));
         assert_eq!(whole(Some(&n("2.5"))), Whole::Malformed("2.5".into()));
         assert_eq!(
-            whole(Some(&n("9223372036854775808"))),
-            Whole::Malformed("9223372036854775808".into())
+            whole(Some(&n("9007199254740992"))),
+            Whole::Malformed("9007199254740992".into()),
+            "2^53: what FENCE_OK refuses"
         );
+        assert_eq!(whole(Some(&n("9007199254740991"))), Whole::Valid(MAX_WHOLE));
         assert!(matches!(
             whole(Some(&AttributeValue::S("1".into()))),
             Whole::Malformed(_)

@@ -177,6 +177,7 @@ impl LockStore for MemoryStore {
                 r.expire_ns = Some(expire_ns);
                 Ok(())
             }
+            Some(r) if Self::is_ours(r, holding) => Err(StoreError::Behind),
             _ => Err(StoreError::Lost),
         }
     }
@@ -251,6 +252,7 @@ impl LockStore for MemoryStore {
         if matches!(r.done_slot, Whole::Malformed(_)) {
             r.done_slot = Whole::Absent;
         }
+        r.run_malformed = false;
         Ok(())
     }
 

@@ -24,13 +24,17 @@ use crate::clock::{human_ns, rfc3339};
 /// done slot outlives any late-firing cluster by a day.
 pub(crate) const TTL_AFTER_DEADLINE_SECS: i64 = 24 * 60 * 60;
 
+/// The largest fence or slot lock-exec takes or writes: below 2^53, so every JSON reader
+/// (and every language's number type) gets it exactly.
+pub(crate) const MAX_WHOLE: u64 = (1 << 53) - 1;
+
 /// A numeric attribute that must be a whole number to be usable.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) enum Whole {
     /// Not in the item.
     #[default]
     Absent,
-    /// A whole number from 0 to `i64::MAX`.
+    /// A whole number from 0 to [`MAX_WHOLE`].
     Valid(u64),
     /// Present but unusable (wrong type, negative, fractional, too large): the raw value.
     Malformed(String),
@@ -57,6 +61,8 @@ pub(crate) struct LockRecord {
     pub(crate) cluster: Option<String>,
     /// The holding run's random id; removed when that run releases or is revoked.
     pub(crate) run: Option<String>,
+    /// A `run` attribute is there but not a string: no run of lock-exec wrote it.
+    pub(crate) run_malformed: bool,
     /// The fencing token: incremented by every acquisition of the key.
     pub(crate) fence: Whole,
     /// When the holder acquired it, Unix nanoseconds.
@@ -130,6 +136,9 @@ impl LockRecord {
         if let Whole::Malformed(v) = &self.done_slot {
             what.push(format!("done_slot {v} is not a whole number"));
         }
+        if self.run_malformed {
+            what.push("run is not a string".into());
+        }
         (!what.is_empty()).then(|| what.join(", "))
     }
 
@@ -156,13 +165,22 @@ impl LockRecord {
             s.push_str(&format!(", slot {slot}"));
         }
         if let Some(a) = self.acquired_ns {
-            s.push_str(&format!(", acquired {} ago", human_ns(now_ns - a)));
+            s.push_str(&format!(
+                ", acquired {} ago",
+                human_ns(now_ns.saturating_sub(a))
+            ));
         }
         if let Some(e) = self.expire_ns {
             if e >= now_ns {
-                s.push_str(&format!(", lease ends in {}", human_ns(e - now_ns)));
+                s.push_str(&format!(
+                    ", lease ends in {}",
+                    human_ns(e.saturating_sub(now_ns))
+                ));
             } else {
-                s.push_str(&format!(", lease ended {} ago", human_ns(now_ns - e)));
+                s.push_str(&format!(
+                    ", lease ended {} ago",
+                    human_ns(now_ns.saturating_sub(e))
+                ));
             }
         }
         s
@@ -179,7 +197,11 @@ impl LockRecord {
             s.push_str(&format!(" in cluster {c}"));
         }
         if let Some(at) = self.done_ns {
-            s.push_str(&format!(" {} ago", human_ns(now_ns - at)));
+            s.push_str(&format!(
+                " at {} ({} ago)",
+                rfc3339(at),
+                human_ns(now_ns - at)
+            ));
         }
         Some(s)
     }
@@ -259,6 +281,8 @@ pub(crate) struct Holding {
 }
 
 /// The answer to an acquire.
+// One value per request: boxing the refused record would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Acquire {
     /// The key is ours, with the lease end and deadline as stored in the table.
@@ -336,6 +360,11 @@ pub(crate) enum StoreError {
     /// A conditional write on our own lock failed: another run took it or it was revoked.
     #[error("the lock is no longer ours (it was taken over or force-unlocked)")]
     Lost,
+    /// A renewal was refused because the stored lease end is already later (our own
+    /// earlier renewal, applied though its answer was lost, with the clock since stepped
+    /// back): still ours, the lease end unchanged.
+    #[error("the stored lease end is later than this renewal's (an earlier renewal was applied)")]
+    Behind,
     /// `unlock --force`: the item changed between the read and the write.
     #[error("the lock changed while unlocking it; nothing was changed (run unlock again to see its new state)")]
     Changed,
@@ -366,6 +395,12 @@ pub(crate) enum StoreError {
     /// The credential chain found nothing usable.
     #[error("no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or use IRSA / EKS Pod Identity / an instance role ({detail})")]
     NoCredentials {
+        /// What the credential chain said.
+        detail: String,
+    },
+    /// A credential endpoint (EKS Pod Identity, ECS) answered with an error.
+    #[error("the credential provider refused to hand out AWS credentials: {detail} (check the token file and the role association: EKS Pod Identity, IRSA)")]
+    CredentialsRefused {
         /// What the credential chain said.
         detail: String,
     },

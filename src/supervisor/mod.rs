@@ -91,6 +91,13 @@ pub(crate) struct Supervisor {
     /// The watchdog that kills the command's group if lock-exec dies (not as PID 1,
     /// where the kernel kills the whole namespace with us).
     watchdog: Option<Pid>,
+    /// The pipe on which the main child reports a failed exec.
+    exec_report: Option<std::fs::File>,
+    /// Signals that came before the command existed, forwarded once it does.
+    deferred: Vec<Signal>,
+    /// Children we had before the command (inherited across the exec that started
+    /// lock-exec, e.g. `sh -c 'sidecar & exec lock-exec …'`): not the job's, left alone.
+    inherited: Vec<Pid>,
 }
 
 impl Supervisor {
@@ -112,15 +119,19 @@ impl Supervisor {
             exited: None,
             reported: false,
             watchdog: None,
+            exec_report: None,
+            deferred: Vec::new(),
+            inherited: sys::live_children(),
         })
     }
 
     /// Starts the main child in its own process group, and the watchdog that kills that
-    /// group should lock-exec die first.
+    /// group should lock-exec die first; forwards the signals that came before it.
     pub(crate) fn spawn(&mut self, cmd: &ChildCommand) -> io::Result<u32> {
         let exec = sys::PreparedExec::new(&cmd.argv, &cmd.env)?;
-        let pid = sys::spawn(&exec)?;
+        let (pid, report) = sys::spawn(&exec)?;
         self.child = Some(pid);
+        self.exec_report = Some(report);
         if std::process::id() != 1 {
             match sys::spawn_watchdog(pid) {
                 Ok(w) => self.watchdog = Some(w),
@@ -128,7 +139,18 @@ impl Supervisor {
                     "cannot start the watchdog; if lock-exec is killed, processes the command started may outlive it"),
             }
         }
+        for sig in std::mem::take(&mut self.deferred) {
+            sys::signal_group(pid, sig);
+        }
         Ok(pid.as_raw() as u32)
+    }
+
+    /// Why the main child's program could not be executed, if so; once it has exited.
+    pub(crate) fn exec_error(&mut self) -> Option<io::Error> {
+        if !self.reported {
+            return None;
+        }
+        sys::exec_error(self.exec_report.as_mut()?)
     }
 
     /// The next event: a received signal, or the main child's exit (reported once).
@@ -147,13 +169,17 @@ impl Supervisor {
         }
     }
 
-    /// A signal that has arrived but not been handled, without waiting.
-    pub(crate) fn pending_signal(&mut self) -> Option<Signal> {
+    /// A shutdown signal that has arrived but not been handled, without waiting; other
+    /// signals that arrived are kept for the command, forwarded when it starts.
+    pub(crate) fn pending_shutdown(&mut self) -> Option<Signal> {
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        match Pin::new(&mut AnySignal(&mut self.signals)).poll(&mut cx) {
-            Poll::Ready(sig) => Some(sig),
-            Poll::Pending => None,
+        while let Poll::Ready(sig) = Pin::new(&mut AnySignal(&mut self.signals)).poll(&mut cx) {
+            if is_shutdown(sig) {
+                return Some(sig);
+            }
+            self.deferred.push(sig);
         }
+        None
     }
 
     /// Waits for a signal (while no child runs, e.g. when waiting for the lock).
@@ -185,7 +211,7 @@ impl Supervisor {
             self.reap();
             let left: Vec<Pid> = sys::live_children()
                 .into_iter()
-                .filter(|p| Some(*p) != self.watchdog)
+                .filter(|p| Some(*p) != self.watchdog && !self.inherited.contains(p))
                 .collect();
             // Members of the command's group that are not our children (their parent in
             // the group still runs) are reached through the group.

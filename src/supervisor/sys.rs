@@ -4,7 +4,7 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
@@ -16,7 +16,7 @@ use crate::exit;
 
 /// An exec prepared in the parent, so the forked child only makes async-signal-safe calls
 /// (no allocation, no PATH search, no formatting) between fork and exec.
-pub struct PreparedExec {
+pub(super) struct PreparedExec {
     /// Resolved program path.
     path: CString,
     /// Keeps the argument strings alive for `argv_ptrs`.
@@ -27,10 +27,6 @@ pub struct PreparedExec {
     _envp: Vec<CString>,
     /// NULL-terminated environment.
     envp_ptrs: Vec<*const libc::c_char>,
-    /// Written to stderr when exec fails with ENOENT/ENOTDIR.
-    not_found_msg: Vec<u8>,
-    /// Written to stderr when exec fails otherwise.
-    not_exec_msg: Vec<u8>,
     /// Whether the child should take the terminal's foreground process group.
     take_tty: bool,
     /// Our pid: the child checks it is still our child after arming its death signal.
@@ -42,7 +38,7 @@ unsafe impl Send for PreparedExec {}
 
 impl PreparedExec {
     /// Prepares `argv` with `env`, resolving the program on the child's PATH.
-    pub fn new(argv: &[OsString], env: &[(OsString, OsString)]) -> io::Result<Self> {
+    pub(super) fn new(argv: &[OsString], env: &[(OsString, OsString)]) -> io::Result<Self> {
         let program = argv
             .first()
             .filter(|p| !p.is_empty())
@@ -78,18 +74,12 @@ impl PreparedExec {
         argv_ptrs.push(std::ptr::null());
         let mut envp_ptrs: Vec<_> = envp_c.iter().map(|c| c.as_ptr()).collect();
         envp_ptrs.push(std::ptr::null());
-        let shown = program.to_string_lossy();
         Ok(PreparedExec {
             path: cstr(path.as_os_str())?,
             _argv: argv_c,
             argv_ptrs,
             _envp: envp_c,
             envp_ptrs,
-            not_found_msg: format!("lock-exec: {shown}: command not found\n").into_bytes(),
-            not_exec_msg: format!(
-                "lock-exec: {shown}: cannot execute (permission denied or not an executable)\n"
-            )
-            .into_bytes(),
             take_tty: foreground_tty(),
             parent: nix::unistd::getpid().as_raw(),
         })
@@ -130,16 +120,30 @@ fn foreground_tty() -> bool {
 }
 
 /// Forks and execs `exec` in a new process group, with every signal disposition reset to
-/// default and an empty signal mask. Exec failures end the child with 127 (not found) or
-/// 126 (not executable), so they reach the parent through the reaper like any exit.
-pub fn spawn(exec: &PreparedExec) -> io::Result<Pid> {
+/// default and an empty signal mask. If exec fails, the child exits 127 (not found) or 126
+/// (not executable) — which reaches the reaper like any exit — and writes why into a
+/// close-on-exec pipe (as std does): the returned file has the errno, or nothing when the
+/// exec succeeded. Read it once the child has exited, never before (a child stopped
+/// before its exec would hold the reader up).
+pub(super) fn spawn(exec: &PreparedExec) -> io::Result<(Pid, std::fs::File)> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let write_fd = write.as_raw_fd();
     // SAFETY: the child only calls async-signal-safe functions on memory prepared before
     // the fork, then execs or exits.
-    let pid = unsafe { fork_blocked(|| exec_child(exec)) }?;
+    let pid = unsafe { fork_blocked(|| exec_child(exec, write_fd)) }?;
+    drop(write);
     // Also set the group from the parent: whichever runs first wins, so a signal we
     // forward right after spawn always finds the group. EACCES after exec is harmless.
     let _ = nix::unistd::setpgid(pid, pid);
-    Ok(pid)
+    Ok((pid, std::fs::File::from(read)))
+}
+
+/// Why the exec in `report`'s child failed, if it did; the child must have exited.
+pub(super) fn exec_error(report: &mut std::fs::File) -> Option<io::Error> {
+    let mut errno = [0u8; 4];
+    std::io::Read::read_exact(report, &mut errno)
+        .ok()
+        .map(|()| io::Error::from_raw_os_error(i32::from_ne_bytes(errno)))
 }
 
 /// Forks with every signal blocked across the fork, so no handler of ours runs in the
@@ -170,7 +174,7 @@ unsafe fn fork_blocked(child: impl FnOnce()) -> io::Result<Pid> {
 }
 
 /// The forked child: only async-signal-safe calls from here on.
-unsafe fn exec_child(exec: &PreparedExec) -> ! {
+unsafe fn exec_child(exec: &PreparedExec, report: libc::c_int) -> ! {
     libc::setpgid(0, 0);
     // The command must never outlive lock-exec: if lock-exec dies (SIGKILL, OOM, abort)
     // the kernel kills the command. The signal follows the *thread* that forked, which is
@@ -214,17 +218,18 @@ unsafe fn exec_child(exec: &PreparedExec) -> ! {
         exec.envp_ptrs.as_ptr(),
     );
     let errno = *libc::__errno_location();
-    let (msg, code) = if errno == libc::ENOENT || errno == libc::ENOTDIR {
-        (&exec.not_found_msg, exit::NOT_FOUND)
+    let code = if errno == libc::ENOENT || errno == libc::ENOTDIR {
+        exit::NOT_FOUND
     } else {
-        (&exec.not_exec_msg, exit::NOT_EXECUTABLE)
+        exit::NOT_EXECUTABLE
     };
-    libc::write(2, msg.as_ptr().cast(), msg.len());
+    let bytes = errno.to_ne_bytes();
+    libc::write(report, bytes.as_ptr().cast(), bytes.len());
     libc::_exit(code.into())
 }
 
 /// Takes the terminal back for our own group after the child ends, if it had it.
-pub fn reclaim_tty() {
+pub(super) fn reclaim_tty() {
     let stdin = io::stdin();
     if !nix::unistd::isatty(stdin.as_fd()).unwrap_or(false) {
         return;
@@ -240,7 +245,7 @@ pub fn reclaim_tty() {
 
 /// Ignores SIGTTIN and SIGTTOU in lock-exec (the child resets them to default), so
 /// writing logs to a terminal we no longer own and taking it back never stops us.
-pub fn ignore_terminal_stops() -> io::Result<()> {
+pub(super) fn ignore_terminal_stops() -> io::Result<()> {
     for sig in [Signal::SIGTTIN, Signal::SIGTTOU] {
         // SAFETY: installing SIG_IGN runs no code of ours in signal context.
         unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) }?;
@@ -249,24 +254,24 @@ pub fn ignore_terminal_stops() -> io::Result<()> {
 }
 
 /// Sends `sig` to process group `pgid`; a group that is already gone is not an error.
-pub fn signal_group(pgid: Pid, sig: Signal) {
+pub(super) fn signal_group(pgid: Pid, sig: Signal) {
     let _ = nix::sys::signal::killpg(pgid, sig);
 }
 
 /// Whether any process is left in group `pgid`.
-pub fn group_exists(pgid: Pid) -> bool {
+pub(super) fn group_exists(pgid: Pid) -> bool {
     // Signal 0 checks for existence; a group of zombies only (already ours to reap) is
     // reported as existing too, and the next reap clears it.
     nix::sys::signal::killpg(pgid, None).is_ok()
 }
 
 /// Sends `sig` to one process.
-pub fn signal_pid(pid: Pid, sig: Signal) {
+pub(super) fn signal_pid(pid: Pid, sig: Signal) {
     let _ = nix::sys::signal::kill(pid, sig);
 }
 
 /// Makes orphaned descendants re-parent to us when we are not PID 1.
-pub fn become_subreaper() -> io::Result<()> {
+pub(super) fn become_subreaper() -> io::Result<()> {
     if std::process::id() == 1 {
         return Ok(());
     }
@@ -276,7 +281,7 @@ pub fn become_subreaper() -> io::Result<()> {
 /// Our direct children that are still alive (not zombies), from each thread's
 /// `/proc/self/task/<tid>/children` (cheap), or a scan of all of /proc where the kernel
 /// lacks those files.
-pub fn live_children() -> Vec<Pid> {
+pub(super) fn live_children() -> Vec<Pid> {
     let mut found = Vec::new();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return scan_children();
@@ -326,7 +331,7 @@ fn state_and_parent(pid: i32) -> Option<(char, i32)> {
 /// (above) covers the command; this covers what it started in its group (`sh -c 'a; b'`
 /// runs `a` as a grandchild), which a death signal does not reach. It blocks every
 /// signal but SIGKILL, holds no file descriptor, and lives in a group of its own.
-pub fn spawn_watchdog(group: Pid) -> io::Result<Pid> {
+pub(super) fn spawn_watchdog(group: Pid) -> io::Result<Pid> {
     let parent = nix::unistd::getpid().as_raw();
     // SAFETY: the child only makes async-signal-safe calls (prctl, getppid, close,
     // sigwaitinfo, kill, _exit) on values prepared before the fork, and never returns.
@@ -369,7 +374,47 @@ unsafe fn watchdog(parent: libc::pid_t, group: libc::pid_t) -> ! {
 }
 
 /// SIGKILLs and reaps one child of ours (the watchdog).
-pub fn kill_and_reap(pid: Pid) {
+pub(super) fn kill_and_reap(pid: Pid) {
     let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
     let _ = nix::sys::wait::waitpid(pid, None);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn programs_resolve_like_execvp() {
+        let dir = std::env::temp_dir().join(format!("lock-exec-resolve-{}", std::process::id()));
+        let (first, second) = (dir.join("a"), dir.join("b"));
+        std::fs::create_dir_all(&first).unwrap();
+        std::fs::create_dir_all(&second).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let write = |p: &Path, mode: u32| {
+            std::fs::write(p, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        write(&first.join("job"), 0o644); // found first, but not executable
+        write(&second.join("job"), 0o755);
+        write(&first.join("plain"), 0o644);
+        let path = std::env::join_paths([&first, &second]).unwrap();
+        // The first executable candidate wins over an earlier non-executable one.
+        assert_eq!(resolve(OsStr::new("job"), &path), second.join("job"));
+        // Only a non-executable one: exec then fails with EACCES (exit 126).
+        assert_eq!(resolve(OsStr::new("plain"), &path), first.join("plain"));
+        // None: the bare name, exec fails with ENOENT (exit 127).
+        assert_eq!(resolve(OsStr::new("nope"), &path), PathBuf::from("nope"));
+        // A name with a slash is taken as it is; an empty PATH entry is the current dir.
+        assert_eq!(
+            resolve(OsStr::new("./x/job"), &path),
+            PathBuf::from("./x/job")
+        );
+        assert_eq!(
+            resolve(OsStr::new("job"), OsStr::new(":/nonexistent")),
+            PathBuf::from("job")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -302,7 +302,9 @@ async fn bad_arguments_and_settings() {
         ("LOCK_EXEC_MIN_HOLD", "48h", "--min-hold"),
         ("LOCK_EXEC_REGION", "", "--region"),
         ("LOCK_EXEC_TABLE", "", "--table"),
+        ("LOCK_EXEC_TABLE", "tt", "not a DynamoDB table name"),
         ("LOCK_EXEC_JOB_NAME", "hand-made", "does not end in"),
+        ("LOCK_EXEC_JOB_NAME", "", "jobNameLabel"),
         ("LOCK_EXEC_SCHEDULE", "61 * * * *", "not a cron schedule"),
     ];
     for (var, value, expect) in env_cases {

@@ -562,7 +562,7 @@ async fn bench() {
     let load_before = load_average();
 
     // The runs block; the proxy's tasks keep running on the runtime meanwhile.
-    let operations = proxy.operations.clone();
+    let operations = proxy.ops.clone();
     let (subjects, measured) = tokio::task::spawn_blocking(move || {
         let mut measured: Vec<Measured> = subjects.iter().map(|_| Measured::default()).collect();
         let bare = PathBuf::from("true");

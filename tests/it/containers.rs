@@ -407,7 +407,7 @@ async fn chart_job_pod_installs_lock_exec_into_a_busybox_image_and_runs_the_comm
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chart_job_pods_of_two_clusters_race_and_exactly_one_runs() {
+async fn chart_job_pods_of_three_clusters_run_the_occurrence_once() {
     let pm = Podman::new().await;
     let env = Env::new(Backend::Dynalite).await;
     let records = records_dir();
@@ -416,8 +416,8 @@ async fn chart_job_pods_of_two_clusters_race_and_exactly_one_runs() {
     // The same release in both "clusters": the same CronJob, Job and key, as in production.
     let release = pm.name();
     let script = recording("/records", "$LOCK_EXEC_OWNER", "sleep 2");
-    // minHold covers the clusters' start spread, as docs/kubernetes.md advises.
-    let lock = |cluster: &str| json!({"key": key, "cluster": cluster, "minHold": "30s"});
+    // No minHold: the chart's oncePerSchedule (the default) makes the occurrence run once.
+    let lock = |cluster: &str| json!({"key": key, "cluster": cluster});
     let a = job_pod(
         &release,
         &job_image,
@@ -437,7 +437,8 @@ async fn chart_job_pods_of_two_clusters_race_and_exactly_one_runs() {
         &script,
         "bbbbb",
     )
-    .await;
+    .await
+    .for_job(&a.job_name);
     let (pa, pb) = tokio::join!(a.play(), b.play());
     let (ca, cb) = tokio::join!(
         pa.wait_job(Duration::from_secs(60)),
@@ -466,6 +467,33 @@ async fn chart_job_pods_of_two_clusters_race_and_exactly_one_runs() {
     );
     assert_eq!(item.cluster.as_deref(), Some(cluster), "{item:?}");
     assert_eq!(item.fence, Some(1), "{item:?}");
+    // The occurrence (the Job name's minute, from the pod label) is done.
+    let minute: i64 = a.job_name.rsplit_once('-').unwrap().1.parse().unwrap();
+    assert_eq!(item.done_slot, Some(minute), "{item:?}");
+
+    // A third cluster whose controller fires the same occurrence after the run ended
+    // skips it: the key is free, but the occurrence is done.
+    assert!(!item.is_held(now_ns()));
+    let c = job_pod(
+        &release,
+        &job_image,
+        &records,
+        &env,
+        lock("cluster-c"),
+        &script,
+        "ccccc",
+    )
+    .await
+    .for_job(&a.job_name);
+    let pc = c.play().await;
+    assert_eq!(pc.wait_job(Duration::from_secs(60)).await, 0);
+    let (_, lc) = pc.job_logs().await;
+    assert!(lc.contains("slot is already done"), "{lc}");
+    assert_eq!(
+        intervals(records.path()).len(),
+        1,
+        "the occurrence ran twice"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

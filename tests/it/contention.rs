@@ -20,29 +20,54 @@ async fn racers_one_runs_per_round(b: Backend) {
     let env = Env::new(b).await;
     let jobs = Jobs::new();
     for round in 0..3 {
-        // Started before any of them runs: the racers are all in flight at once.
+        // The winner's job runs until every other racer has given up (at most 60 s), so
+        // slow starters on a loaded machine still find the key held.
+        let others_done = jobs.dir().join(format!("round-{round}-done"));
         let racers: Vec<Running> = (0..RACERS)
             .map(|i| {
+                let mut job = jobs.argv(
+                    &format!("r{round}-{i}"),
+                    Duration::from_secs(60),
+                    OnTerm::Die,
+                    0,
+                );
+                job.extend(["--until".into(), others_done.display().to_string()]);
                 env.cmd(["run", "race", "--owner", &format!("racer-{i}")])
                     .args(["--locked-exit-code", "75", "--"])
-                    .args(jobs.argv(
-                        &format!("r{round}-{i}"),
-                        Duration::from_secs(1),
-                        OnTerm::Die,
-                        0,
-                    ))
-                    .timeout(Duration::from_secs(90))
+                    .args(job)
+                    .timeout(Duration::from_secs(120))
                     .spawn()
             })
             .collect();
-        let (mut ran, mut skipped) = (0, 0);
-        for r in racers {
-            let out = r.wait().await;
-            match out.code {
-                Some(0) => ran += 1,
-                Some(75) => skipped += 1,
-                other => panic!("racer exited {other:?}: {}", out.stderr),
+        // The losers exit at once with the locked exit code; one racer is left running.
+        let mut pending = racers;
+        let mut skipped = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        while pending.len() > 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: racers did not finish"
+            );
+            let mut still = Vec::new();
+            for mut r in pending {
+                match r.child.try_wait().unwrap().map(|s| s.code()) {
+                    Some(Some(75)) => skipped += 1,
+                    Some(other) => panic!(
+                        "round {round}: a racer exited {other:?}: {}",
+                        r.wait().await.stderr
+                    ),
+                    None => still.push(r),
+                }
             }
+            pending = still;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        std::fs::write(&others_done, "").unwrap();
+        let mut ran = 0;
+        for r in pending {
+            let out = r.wait().await;
+            assert_eq!(out.code, Some(0), "round {round}: {}", out.stderr);
+            ran += 1;
         }
         assert_eq!((ran, skipped), (1, RACERS - 1), "round {round}");
         let started = jobs

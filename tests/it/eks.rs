@@ -346,7 +346,11 @@ async fn eks_pod_identity_endpoint_and_token_file_supply_the_credentials() {
     assert_eq!(out.code, Some(125), "{}", out.stderr);
     assert_eq!(out.stdout, "", "the command did not run");
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
-    assert!(out.stderr.contains("credentials"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("credential provider refused") && out.stderr.contains("token file"),
+        "the advice fits a refused token: {}",
+        out.stderr
+    );
     assert!(*agent.refused.lock().unwrap() >= 1);
     assert_eq!(
         dynamo.requests().len(),

@@ -37,8 +37,9 @@ async fn lost_acquire_response_runs_once(b: Backend) {
     assert!(!item.is_held(now_ns()), "left locked");
 }
 
-/// The release is applied but its answer is lost: the retry (same condition) succeeds,
-/// so the key is not left held for a lease.
+/// The release is applied but its answer is lost: the SDK retries, the retry's condition
+/// fails on our own applied release, and lock-exec recognises it (the key is free at once,
+/// not held for a lease).
 async fn lost_release_response_is_retried(b: Backend) {
     let env = Env::new(b).await;
     let proxy = Proxy::start(env.server.port).await;
@@ -47,17 +48,28 @@ async fn lost_release_response_is_retried(b: Backend) {
     let holder = env
         .holder_via(&proxy.endpoint(), &["run", "k"], &wait_for_go)
         .await;
-    // No renewal is due for 10 s: the next response is the release's.
+    // No renewal is due for 10 s: the next request is the release.
+    let before = proxy.ops().len();
     proxy.set(Fault::DropResponse);
     std::fs::write(&go, "").unwrap();
     let out = holder.running.wait().await;
     assert_eq!(proxy.fired(), 1, "the fault did not trigger");
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    assert!(out.stderr.contains("lock released"), "{}", out.stderr);
+    // The release was sent again after its answer was lost...
+    let after: Vec<String> = proxy.ops()[before..].to_vec();
     assert!(
-        !env.item("k").await.unwrap().is_held(now_ns()),
-        "left locked for a lease"
+        after.iter().filter(|op| *op == "UpdateItem").count() >= 2,
+        "the release was not retried: {after:?}"
     );
+    // ...and lock-exec knew the first one had been applied.
+    let released = log_lines(&out.stderr)
+        .into_iter()
+        .find(|r| r["message"] == "lock released")
+        .unwrap_or_else(|| panic!("{}", out.stderr));
+    assert_eq!(released["answer_lost"], true, "{released}");
+    let item = env.item("k").await.unwrap();
+    assert!(!item.is_held(now_ns()), "left locked for a lease");
+    assert!(item.run.is_none() && item.released_ns.is_some(), "{item:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,14 +140,18 @@ async fn throttling_backs_off_and_never_runs_unlocked() {
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(marker.exists());
 
-    // Throttled renewals are retried with backoff; 1 s of throttling around the first
-    // renewal (due 2 s after the acquire, SIGTERM due at 3.15 s) does not lose the lease.
+    // Throttled renewals are retried with backoff: throttling that starts before the
+    // first renewal (due 3 s after the acquire; SIGTERM due at 9 - 0.9 - 0.25 - 3 = 4.85 s)
+    // and ends once it has refused a renewal does not lose the lease.
     let holder = env
-        .holder_via(&proxy.endpoint(), &["run", "k", "--lease", "6s"], "sleep 5")
+        .holder_via(&proxy.endpoint(), &["run", "k", "--lease", "9s"], "sleep 6")
         .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let seen = proxy.ops().len();
     proxy.set(Fault::Throttle);
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    wait_for("a throttled renewal", Duration::from_secs(10), || {
+        proxy.ops().len() > seen
+    })
+    .await;
     proxy.set(Fault::Pass);
     let out = holder.running.wait().await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
@@ -147,47 +163,43 @@ async fn throttling_backs_off_and_never_runs_unlocked() {
     assert_eq!(env.item("k").await.unwrap().fence, Some(2));
 }
 
+/// The server is killed and restarted (1.5 s down) while a holder runs: the holder keeps
+/// its lease or stops its command in time; a contender never runs alongside it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_restart_keeps_or_cleanly_loses_the_lease() {
     let data = TempDir::new();
     let server = Server::dynalite_persistent(data.path(), None);
     let port = server.port;
     let mut env = Env::with_server(server).await;
-    let (start, end) = (env.dir.file("a-start"), env.dir.file("a-end"));
+    let jobs = Jobs::new();
     let holder = env
-        .cmd([
-            "run",
-            "k",
-            "--lease",
-            "6s",
-            "--",
-            "sh",
-            "-c",
-            &format!(
-                "date +%s%N > {}; sleep 6; date +%s%N > {}",
-                start.display(),
-                end.display()
-            ),
-        ])
+        .cmd(["run", "k", "--lease", "6s", "--"])
+        .args(jobs.argv("holder", Duration::from_secs(6), OnTerm::Ignore, 0))
         .spawn();
-    wait_for("holder", Duration::from_secs(20), || start.exists()).await;
+    wait_for("the holder's job", Duration::from_secs(20), || {
+        jobs.started("holder")
+    })
+    .await;
     env.server.kill();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     env.server = Server::dynalite_persistent(data.path(), Some(port));
-    // A contender during the run must be refused (or wait until the holder is gone).
-    let (contender, b_start) = env.contender("k", "30s").await;
+    let contender = env
+        .cmd(["run", "k", "--wait", "30s", "--"])
+        .args(jobs.argv("contender", Duration::from_millis(100), OnTerm::Die, 0))
+        .output()
+        .await;
     let held = holder.wait().await;
-    assert!(
-        held.code == Some(0) || held.code == Some(125),
-        "{}",
-        held.stderr
-    );
     assert_eq!(contender.code, Some(0), "{}", contender.stderr);
-    let holder_end = read_num(&end).unwrap_or_else(now_ns);
-    assert!(
-        b_start.unwrap() > holder_end,
-        "contender ran while the holder ran"
-    );
+    let job = jobs.interval("holder").unwrap();
+    match held.code {
+        Some(0) => assert!(
+            job.clean,
+            "kept its lease, yet its job was stopped: {job:?}"
+        ),
+        Some(125) => assert!(!job.clean, "lost its lease, yet its job finished: {job:?}"),
+        other => panic!("holder exited {other:?}: {}", held.stderr),
+    }
+    assert_no_overlap(&jobs.intervals());
     eprintln!(
         "FIGURE server restart (1.5 s down, lease 6s): holder exit {:?}",
         held.code
@@ -195,57 +207,38 @@ async fn server_restart_keeps_or_cleanly_loses_the_lease() {
 }
 
 /// A contender whose clock runs 0.8 s ahead (libfaketime) judges the holder's lease
-/// lapsed 0.8 s early; with --max-clock-skew 1s the holder's child is dead by then.
+/// lapsed 0.8 s early; with --max-clock-skew 1s the holder's job is dead by then.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contender_clock_ahead_within_allowance_never_overlaps() {
     let env = Env::new(Backend::Dynalite).await;
     let proxy = Proxy::start(env.server.port).await;
-    let holder = env
-        .holder_via(
-            &proxy.endpoint(),
-            &["run", "k", "--lease", "4s", "--max-clock-skew", "1s"],
-            "trap '' TERM; exec sleep 60",
-        )
-        .await;
-    let death = death_of(holder.child);
+    let jobs = Jobs::new();
+    let holder = LockExec::new(&proxy.endpoint(), &env.table)
+        .args(["run", "k", "--lease", "4s", "--max-clock-skew", "1s", "--"])
+        .args(jobs.argv("holder", Duration::from_secs(60), OnTerm::Ignore, 0))
+        .spawn();
+    wait_for("the holder's job", Duration::from_secs(20), || {
+        jobs.started("holder")
+    })
+    .await;
     proxy.set(Fault::Blackhole);
-    // The contender wakes just after the lease end as its clock (0.8 s fast) reads it;
-    // its child reads the real clock.
-    let b_start = env.dir.file("b-start");
-    let contender = LockExec::program("faketime", &env.endpoint(), &env.table)
+    // The contender's lock-exec reads a clock 0.8 s fast; its job, the real one.
+    let contender = env
+        .cmd(["run", "k", "--wait", "30s", "--lease", "1s", "--"])
+        .env("LD_PRELOAD", libfaketime())
+        .env("FAKETIME", "+0.8s")
         .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .args([
-            "-f",
-            "+0.8s",
-            bin(),
-            "run",
-            "k",
-            "--wait",
-            "30s",
-            "--lease",
-            "1s",
-            "--",
-            "sh",
-            "-c",
-            &format!(
-                "env -u LD_PRELOAD -u FAKETIME date +%s%N > {}",
-                b_start.display()
-            ),
-        ])
+        .args(["env", "-u", "LD_PRELOAD", "-u", "FAKETIME"])
+        .args(jobs.argv("contender", Duration::from_millis(100), OnTerm::Die, 0))
         .output()
         .await;
     assert_eq!(contender.code, Some(0), "{}", contender.stderr);
-    let held = holder.running.wait().await;
+    let held = holder.wait().await;
     assert_eq!(held.code, Some(125), "{}", held.stderr);
-    let died = death.await.unwrap();
-    let started = read_num(&b_start).unwrap();
-    assert!(
-        started > died,
-        "overlap: contender started {} ms before the holder's child died",
-        (died - started) / 1_000_000
-    );
+    assert_no_overlap(&jobs.intervals());
+    let gap = jobs.start_of("contender").unwrap() - jobs.interval("holder").unwrap().end;
     eprintln!(
-        "FIGURE clock skew +0.8s: contender started {} ms after the holder's child died",
-        (started - died) / 1_000_000
+        "FIGURE clock skew +0.8s: contender's job started {} ms after the holder's job ended",
+        gap / 1_000_000
     );
 }

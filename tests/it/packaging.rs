@@ -60,8 +60,18 @@ async fn rendered_cronjob_command_locks_the_key_and_runs_the_job() {
             cmd = cmd.env(name, v);
         }
     }
+    // What the pod's downward API would supply: its name, and its Job's name (the
+    // CronJob's name and the scheduled minute).
+    assert_eq!(
+        job["env"]["LOCK_EXEC_JOB_NAME"],
+        serde_json::Value::Null,
+        "the job name comes from the pod's label"
+    );
+    let minute = now_ns() / 60_000_000_000;
+    let job_name = format!("nightly-{minute}");
     let cmd = cmd
-        .env("LOCK_EXEC_OWNER", "nightly-29000000-x7k2p")
+        .env("LOCK_EXEC_OWNER", format!("{job_name}-x7k2p"))
+        .env("LOCK_EXEC_JOB_NAME", &job_name)
         .env("LOCK_EXEC_TABLE", &env.table)
         .env("LOCK_EXEC_ENDPOINT_URL", env.endpoint());
     let out = cmd.output().await;
@@ -72,7 +82,9 @@ async fn rendered_cronjob_command_locks_the_key_and_runs_the_job() {
         .await
         .expect("the configured key was locked");
     assert_eq!(item.fence, Some(1));
-    assert_eq!(item.owner.as_deref(), Some("nightly-29000000-x7k2p"));
+    assert_eq!(item.owner, Some(format!("{job_name}-x7k2p")));
+    // Once per schedule: the occurrence is done.
+    assert_eq!(item.done_slot, Some(minute));
     assert_eq!(item.cluster.as_deref(), Some("eu-west-1-blue"));
     // lock.minHold (1s) from the values was applied.
     assert_eq!(

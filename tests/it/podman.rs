@@ -377,6 +377,19 @@ impl JobPod {
         }
     }
 
+    /// The same pod for the Job `job_name` (another cluster's pod of one occurrence).
+    pub fn for_job(mut self, job_name: &str) -> Self {
+        let suffix = self.name.rsplit_once('-').unwrap().1.to_string();
+        self.name = format!("{job_name}-{suffix}");
+        self.job_name = job_name.to_string();
+        self.pod["metadata"]["name"] = json!(self.name);
+        let labels = self.pod["metadata"]["labels"].as_object_mut().unwrap();
+        for label in ["batch.kubernetes.io/job-name", "job-name"] {
+            labels.insert(label.into(), json!(job_name));
+        }
+        self
+    }
+
     /// The rendered env of container `container` (value or null for valueFrom).
     pub fn env(&self, container: &str) -> BTreeMap<String, Value> {
         self.pod["spec"]["containers"]

@@ -1,10 +1,7 @@
 //! The lock protocol and the `run`/`unlock`/`status`/`create-table` contract, against
 //! both dynalite and moto.
 
-use std::collections::HashMap;
 use std::time::Duration;
-
-use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::both;
 use crate::harness::*;
@@ -326,14 +323,9 @@ async fn status_reports_json(b: Backend) {
 
 async fn seed_format_item_is_respected_then_taken_over(b: Backend) {
     let env = Env::new(b).await;
-    let seed_item = |expire: i64| {
-        HashMap::from([
-            ("key".to_string(), AttributeValue::S("legacy".into())),
-            ("expire".to_string(), AttributeValue::N(expire.to_string())),
-        ])
-    };
     // The Go tool's 24 h lock: respected.
-    env.put_raw(seed_item(now_ns() + 86_400_000_000_000)).await;
+    env.put_go_item("legacy", now_ns() + 86_400_000_000_000)
+        .await;
     let out = env
         .cmd(["run", "legacy", "--locked-exit-code", "7", "--", "true"])
         .output()
@@ -345,7 +337,7 @@ async fn seed_format_item_is_respected_then_taken_over(b: Backend) {
         out.stderr
     );
     // Expired: taken over, fence starts at 1.
-    env.put_raw(seed_item(now_ns() - 1)).await;
+    env.put_go_item("legacy", now_ns() - 1).await;
     let out = env
         .cmd(["run", "legacy", "--", "sh", "-c", "echo $LOCK_EXEC_FENCE"])
         .output()
@@ -442,4 +434,33 @@ async fn standard_aws_endpoint_variables_work() {
             format!("lock-exec {}\n", env!("CARGO_PKG_VERSION"))
         )
     );
+}
+
+/// Scripts moved over from the Go tool get a one-line note where lock-exec reads the
+/// same words differently: `-e` is a hard cap, and quotes in the command string group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_tool_differences_are_pointed_out() {
+    let env = Env::new(Backend::Dynalite).await;
+    let out = env
+        .cmd(["run", "k", r#"echo "hello world""#, "-e", "1h"])
+        .output()
+        .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout, "hello world\n");
+    let notes: Vec<String> = log_lines(&out.stderr)
+        .iter()
+        .filter_map(|r| {
+            r["message"]
+                .as_str()
+                .filter(|m| m.starts_with("note:"))
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(
+        notes[0].contains("hard cap") && notes[1].contains("quotes"),
+        "{notes:?}"
+    );
+    let plain = env.cmd(["run", "k", "echo hi"]).output().await;
+    assert!(!plain.stderr.contains("note:"), "{}", plain.stderr);
 }

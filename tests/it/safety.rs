@@ -2,6 +2,7 @@
 //! regression test per way the promise was once broken (issue #9), each with a holder and
 //! a waiting contender whose jobs record their own run intervals, checked for overlap.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ both!(
     killed_lock_exec_takes_its_command_and_the_commands_group_along,
     ambiguous_acquire_under_wait_keeps_the_stored_lease_end,
     late_renewal_cannot_shorten_the_stored_lease,
+    late_acquire_answer_never_starts_a_command_past_its_lease,
     force_unlock_frees_the_key_only_when_the_command_is_dead,
     force_unlock_never_hits_a_newer_holder,
     malformed_items_make_run_status_and_unlock_agree,
@@ -103,6 +105,48 @@ async fn broken_stderr_changes_nothing() {
     }
 }
 
+/// A stderr pipe nobody reads (a stalled log shipper) must not freeze lock-exec: log
+/// records wait in a queue (or are dropped), renewals and the stop sequence go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_stderr_never_freezes_the_lease() {
+    let env = Env::new(Backend::Dynalite).await;
+    let proxy = Proxy::start(env.server.port).await;
+    let jobs = Jobs::new();
+    let fifo = env.dir.file("stderr.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // Opened for reading (so the write end can open) and never read.
+    let _reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_nonblock())
+        .open(&fifo)
+        .unwrap();
+    let writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    // The command fills the pipe first (its own writer blocks, as a leftover).
+    let job = jobs.argv("holder", Duration::from_secs(60), OnTerm::Ignore, 0);
+    let script = format!("head -c 200000 /dev/zero >&2 & exec {}", job.join(" "));
+    let holder = LockExec::new(&proxy.endpoint(), &env.table)
+        .env("LOCK_EXEC_LOG", "debug")
+        .args(["run", "k", "--lease", "3s", "--", "sh", "-c", &script])
+        .stderr(Stdio::from(writer))
+        .spawn();
+    wait_for("the holder's job", Duration::from_secs(30), || {
+        jobs.started("holder")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.set(Fault::Blackhole);
+    let c = contend(&env, &jobs, "contender", "k");
+    let out = holder.wait().await;
+    assert_eq!(out.code, Some(125), "the holder did not stop its command");
+    assert_eq!(c.wait().await.code, Some(0));
+    assert_ran_apart(&jobs, "holder", "contender");
+}
+
+/// O_NONBLOCK, to open a FIFO's read end without a writer.
+fn libc_nonblock() -> i32 {
+    nix::fcntl::OFlag::O_NONBLOCK.bits()
+}
+
 /// Issue #9.2: lock-exec killed while not PID 1 (SIGKILL, OOM): its command dies with it,
 /// and so does what the command started in its process group (`sh -c 'job; …'` runs the
 /// job as a grandchild), before a contender can take the key.
@@ -124,12 +168,18 @@ async fn killed_lock_exec_takes_its_command_and_the_commands_group_along(b: Back
         })
         .await;
         let c = contend(&env, &jobs, "contender", &key);
+        let killed = now_ns();
         holder.signal(Signal::SIGKILL);
         let _ = holder.wait().await;
         assert_eq!(c.wait().await.code, Some(0), "{shape}");
         let job = jobs.interval("holder").unwrap();
         assert!(!job.clean, "{shape}: the job was not killed: {job:?}");
         assert_ran_apart(&jobs, "holder", "contender");
+        eprintln!(
+            "FIGURE lock-exec SIGKILLed ({shape}, {b:?}): its job's last beat {} ms after the kill; the contender's job started {} ms after the kill",
+            (job.end - HEARTBEAT_SLACK_NS - killed) / 1_000_000,
+            (jobs.start_of("contender").unwrap() - killed) / 1_000_000
+        );
     }
 }
 
@@ -173,7 +223,41 @@ async fn ambiguous_acquire_under_wait_keeps_the_stored_lease_end(b: Backend) {
         "the job ran {} ms past the stored lease end",
         (job.end - stored_end) / 1_000_000
     );
+    eprintln!(
+        "FIGURE ambiguous acquire ({b:?}, lease 20s): the job ended {} ms before the stored lease end",
+        (stored_end - job.end) / 1_000_000
+    );
     assert_ran_apart(&jobs, "holder", "contender");
+}
+
+/// An acquire answered after its lease is nearly over (here: 3 s late for a 2 s lease)
+/// must not start the command: it is renewed first, or given up.
+async fn late_acquire_answer_never_starts_a_command_past_its_lease(b: Backend) {
+    let env = Env::new(b).await;
+    let proxy = Proxy::start(env.server.port).await;
+    let jobs = Jobs::new();
+    proxy.set(Fault::DelayResponse(Duration::from_secs(3)));
+    let late = LockExec::new(&proxy.endpoint(), &env.table)
+        .args(["run", "k", "--lease", "2s", "--"])
+        .args(jobs.argv("late", Duration::from_secs(2), OnTerm::Ignore, 0))
+        .spawn();
+    wait_for("the delayed acquire", Duration::from_secs(10), || {
+        proxy.fired() == 1
+    })
+    .await;
+    // The lease it stored lapses after 2 s; a contender takes the key then.
+    let c = contend(&env, &jobs, "contender", "k");
+    let out = late.wait().await;
+    assert_eq!(c.wait().await.code, Some(0));
+    // By the time the answer came, the contender held the key: the late run's renewal
+    // before the start failed, and its command never started.
+    assert!(
+        !out.stderr.contains("command started"),
+        "started a command past its lease: {}",
+        out.stderr
+    );
+    assert_eq!(out.code, Some(0), "skipped: {}", out.stderr);
+    assert_no_overlap(&jobs.intervals());
 }
 
 /// Issue #9.4: a renewal that timed out on the client reaches the server after its retry
@@ -255,6 +339,12 @@ async fn force_unlock_frees_the_key_only_when_the_command_is_dead(b: Backend) {
     assert!(
         contender.start < stored_end,
         "the key stayed locked until the revoked lease's end"
+    );
+    eprintln!(
+        "FIGURE unlock --force ({b:?}, lease 6s, job ignores SIGTERM): the holder's job ended {} ms after the revocation; the contender's job started {} ms after that, {} ms before the revoked lease's end",
+        (jobs.interval("holder").unwrap().end - item.revoked_ns.unwrap()) / 1_000_000,
+        (contender.start - jobs.interval("holder").unwrap().end) / 1_000_000,
+        (stored_end - contender.start) / 1_000_000
     );
 }
 
@@ -338,6 +428,20 @@ async fn malformed_items_make_run_status_and_unlock_agree(b: Backend) {
             "fence of type S",
             vec![("fence", S("7".into()))],
             "malformed",
+        ),
+        (
+            "fence of 2^53",
+            vec![("fence", N("9007199254740992".into()))],
+            "malformed",
+        ),
+        (
+            "run of type BOOL under a far lease",
+            vec![
+                ("run", aws_sdk_dynamodb::types::AttributeValue::Bool(true)),
+                ("expire", N("1e30".into())),
+                ("fence", N("3".into())),
+            ],
+            "held",
         ),
     ];
     for (what, attrs, state) in cases {

@@ -42,6 +42,7 @@ fn script(dir: &Path, name: &str, body: &str) -> String {
 const ORPHANS: &str = r#"
 for i in $(seq 30); do (sleep 0.2 &) ; done
 (sleep 30 & echo $! > "$DIR/long")
+($LEFTOVER &)
 sleep 1.5
 z=0
 for f in /proc/[0-9]*/stat; do
@@ -56,9 +57,11 @@ echo "parent=$PPID"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pid1_reaps_30_orphans_and_stops_leftovers() {
     let env = Env::new(Backend::Dynalite).await;
+    let jobs = Jobs::new();
     let s = script(env.dir.path(), "orphans.sh", ORPHANS);
-    let out = as_pid1(&env, &["run", "k", "--", &s])
+    let out = as_pid1(&env, &["run", "k", "--grace", "1s", "--", &s])
         .env("DIR", env.dir.path())
+        .env("LEFTOVER", leftover(&jobs))
         .output()
         .await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
@@ -68,23 +71,40 @@ async fn pid1_reaps_30_orphans_and_stops_leftovers() {
         "orphan not adopted by PID 1: {}",
         out.stdout
     );
-    // The 30 s orphan was stopped when the command ended, not waited for.
-    assert!(out.elapsed < Duration::from_secs(20), "{:?}", out.elapsed);
+    assert_leftover_stopped_before_release(&env, &jobs).await;
+}
+
+/// A leftover that ignores SIGTERM: `python3 job.py … leftover` as one string.
+fn leftover(jobs: &Jobs) -> String {
+    jobs.argv("leftover", Duration::from_secs(60), OnTerm::Ignore, 0)
+        .join(" ")
+}
+
+/// The leftover was killed (it ignores SIGTERM), and before the key was released: the
+/// release time is in the item.
+async fn assert_leftover_stopped_before_release(env: &Env, jobs: &Jobs) {
+    let job = jobs.interval("leftover").expect("the leftover started");
+    let item = env.item("k").await.unwrap();
+    let released = item.released_ns.expect("released");
+    assert!(!job.clean, "{job:?}");
+    // It beat every 10 ms while alive: no beat may come after the release.
+    let last_beat = job.end - HEARTBEAT_SLACK_NS;
     assert!(
-        out.stderr.contains("left processes behind"),
-        "{}",
-        out.stderr
+        last_beat < released,
+        "the leftover still ran {} ms after the release",
+        (last_beat - released) / 1_000_000
     );
-    assert!(!env.item("k").await.unwrap().is_held(now_ns()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subreaper_reaps_orphans_when_not_pid1() {
     let env = Env::new(Backend::Dynalite).await;
+    let jobs = Jobs::new();
     let s = script(env.dir.path(), "orphans.sh", ORPHANS);
     let out = env
-        .cmd(["run", "k", "--", &s])
+        .cmd(["run", "k", "--grace", "1s", "--", &s])
         .env("DIR", env.dir.path())
+        .env("LEFTOVER", leftover(&jobs))
         .output()
         .await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
@@ -100,6 +120,7 @@ async fn subreaper_reaps_orphans_when_not_pid1() {
         out.stdout
     );
     assert!(out.stdout.contains("zombies=0\n"), "{}", out.stdout);
+    assert_leftover_stopped_before_release(&env, &jobs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,62 +208,74 @@ async fn pid1_forwards_signals_to_the_child_and_releases_after() {
     }
 }
 
+/// The hard cap (`--expire`) stops the command before the deadline stored in the table,
+/// less the clock-skew allowance, even though every renewal succeeds; exit 124.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hard_cap_stops_the_command_with_124() {
     let env = Env::new(Backend::Dynalite).await;
+    let jobs = Jobs::new();
     let out = env
-        .cmd([
-            "run", "k", "--expire", "3s", "--lease", "1s", "--", "sleep", "30",
-        ])
+        .cmd(["run", "k", "--expire", "3s", "--lease", "1s", "--"])
+        .args(jobs.argv("capped", Duration::from_secs(30), OnTerm::Ignore, 0))
         .output()
         .await;
     assert_eq!(out.code, Some(124), "{}", out.stderr);
-    assert!(
-        out.elapsed >= Duration::from_secs(2) && out.elapsed < Duration::from_secs(6),
-        "{:?}",
-        out.elapsed
-    );
     assert!(out.stderr.contains("hard cap"), "{}", out.stderr);
     let item = env.item("k").await.unwrap();
     assert!(!item.is_held(now_ns()));
-    // The child was dead before the deadline.
-    assert!(item.deadline_ns.unwrap() > now_ns() - out.elapsed.as_nanos() as i64 + 2_000_000_000);
+    // Lease 1 s: skew allowance 100 ms, margin 50 ms; SIGKILL due 150 ms before the
+    // deadline. The job (it ignores SIGTERM) must have ended before deadline - skew.
+    let job = jobs.interval("capped").unwrap();
+    let deadline = item.deadline_ns.unwrap();
+    assert!(!job.clean, "the job was not stopped: {job:?}");
+    assert!(
+        job.end < deadline - 100_000_000,
+        "the job ran until {} ms before the deadline, less than the skew allowance",
+        (deadline - job.end) / 1_000_000
+    );
+    assert!(
+        job.end - job.start > 2_000_000_000,
+        "stopped too early: {job:?}"
+    );
 }
 
-/// A holder behind a proxy that stops answering: it must stop its child before the lease
-/// end recorded in the table, exit 125, and the next holder runs only after that.
-async fn lease_loss(child_body: &str) {
+/// A holder behind a proxy that stops answering: it must stop its command before the
+/// lease end recorded in the table less the clock-skew allowance (the documented
+/// margin: SIGKILL is due skew + margin before the end), exit 125, and the next holder
+/// runs only after that.
+async fn lease_loss(on_term: OnTerm) {
     let env = Env::new(Backend::Dynalite).await;
     let proxy = Proxy::start(env.server.port).await;
-    let holder = env
-        .holder_via(
-            &proxy.endpoint(),
-            &["run", "k", "--lease", "3s"],
-            child_body,
-        )
-        .await;
-    let child = holder.child;
-    let death = death_of(child);
+    let jobs = Jobs::new();
+    let holder = LockExec::new(&proxy.endpoint(), &env.table)
+        .args(["run", "k", "--lease", "5s", "--"])
+        .args(jobs.argv("holder", Duration::from_secs(60), on_term, 0))
+        .spawn();
+    wait_for("the holder's job", Duration::from_secs(20), || {
+        jobs.started("holder")
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     proxy.set(Fault::Blackhole);
-    let out = holder.running.wait().await;
+    let out = holder.wait().await;
     assert_eq!(out.code, Some(125), "{}", out.stderr);
-    assert!(!alive(child), "child still alive after lock-exec exited");
-    let died_ns = death.await.unwrap();
-    let lease_end = env.item("k").await.unwrap().expire_ns.unwrap();
-    assert!(
-        died_ns < lease_end,
-        "child outlived the lease: died {} ms after its end",
-        (died_ns - lease_end) / 1_000_000
-    );
-    eprintln!(
-        "FIGURE lease loss (lease 3s): child died {} ms before the lease end",
-        (lease_end - died_ns) / 1_000_000
-    );
     assert!(
         out.stderr.contains("could not be renewed"),
         "{}",
         out.stderr
+    );
+    let lease_end = env.item("k").await.unwrap().expire_ns.unwrap();
+    let job = jobs.interval("holder").unwrap();
+    // Lease 5 s: skew 500 ms, margin 250 ms, grace 1.67 s.
+    let skew = 500_000_000;
+    assert!(
+        job.end < lease_end - skew,
+        "the job ran until {} ms before the lease end, inside the skew allowance",
+        (lease_end - job.end) / 1_000_000
+    );
+    eprintln!(
+        "FIGURE lease loss (lease 5s, {on_term:?}): the job ended {} ms before the stored lease end",
+        (lease_end - job.end) / 1_000_000
     );
 
     // The next holder (straight to the server) starts only after the lease end.
@@ -252,13 +285,13 @@ async fn lease_loss(child_body: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lost_network_stops_a_child_that_handles_sigterm() {
-    lease_loss("trap 'exit 0' TERM; while :; do sleep 0.05; done").await;
+async fn lost_network_stops_a_command_that_handles_sigterm() {
+    lease_loss(OnTerm::Exit).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lost_network_kills_a_child_that_ignores_sigterm() {
-    lease_loss("trap '' TERM; exec sleep 60").await;
+async fn lost_network_kills_a_command_that_ignores_sigterm() {
+    lease_loss(OnTerm::Ignore).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -376,4 +409,33 @@ async fn shutdown_escalates_to_sigkill_after_grace() {
     );
     assert!(!alive(holder.child));
     assert!(!env.item("k").await.unwrap().is_held(now_ns()));
+}
+
+/// Processes lock-exec inherited (started before it by the shell that exec'd it) are not
+/// the job's leftovers: they are left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inherited_children_are_not_leftovers() {
+    let env = Env::new(Backend::Dynalite).await;
+    let pidfile = env.dir.file("sidecar.pid");
+    let out = LockExec::program("sh", &env.endpoint(), &env.table)
+        .args([
+            "-c",
+            &format!(
+                "sleep 30 >/dev/null 2>&1 & echo $! > {}; exec {} run k -- true",
+                pidfile.display(),
+                bin()
+            ),
+        ])
+        .output()
+        .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("left processes behind"),
+        "{}",
+        out.stderr
+    );
+    let sidecar = read_num(&pidfile).unwrap() as i32;
+    // lock-exec has exited; its inherited child lives on (re-parented), until we stop it.
+    assert!(alive(sidecar), "the inherited sleep was killed");
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(sidecar), Signal::SIGKILL);
 }

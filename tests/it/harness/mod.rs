@@ -267,6 +267,18 @@ impl Env {
         out.item().cloned()
     }
 
+    /// Writes the original Go tool's lock: `{key, expire}` only, `expire` in Unix ns.
+    pub async fn put_go_item(&self, key: &str, expire_ns: i64) {
+        self.put_raw(HashMap::from([
+            ("key".to_string(), AttributeValue::S(key.into())),
+            (
+                "expire".to_string(),
+                AttributeValue::N(expire_ns.to_string()),
+            ),
+        ]))
+        .await;
+    }
+
     /// Writes a raw item, e.g. in the original Go tool's format.
     pub async fn put_raw(&self, item: HashMap<String, AttributeValue>) {
         self.client()

@@ -19,6 +19,8 @@ pub enum Fault {
     Reset,
     /// Forward, answering each request this long after the server did.
     DelayResponses(Duration),
+    /// Forward; answer the next request this long after the server did; then pass.
+    DelayResponse(Duration),
     /// Forward the next request, swallow its answer and close that connection (the write
     /// is applied, its answer lost); then pass again.
     DropResponse,
@@ -39,9 +41,9 @@ pub struct Proxy {
     fault: Arc<Mutex<Fault>>,
     /// Requests seen, and faults that fired (responses dropped, requests held).
     pub requests: Arc<AtomicU64>,
+    /// The DynamoDB operation of every request seen, in order.
+    pub ops: Arc<Mutex<Vec<String>>>,
     pub fired: Arc<AtomicU64>,
-    /// The DynamoDB operation of every request seen, in order ("" when it names none).
-    pub operations: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -51,14 +53,14 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let fault = Arc::new(Mutex::new(Fault::Pass));
         let requests = Arc::new(AtomicU64::new(0));
+        let ops = Arc::new(Mutex::new(Vec::new()));
         let fired = Arc::new(AtomicU64::new(0));
-        let operations = Arc::new(Mutex::new(Vec::new()));
         let target: SocketAddr = ([127, 0, 0, 1], target_port).into();
         let shared = Shared {
             fault: fault.clone(),
             requests: requests.clone(),
+            ops: ops.clone(),
             fired: fired.clone(),
-            operations: operations.clone(),
         };
         let task = tokio::spawn(async move {
             loop {
@@ -81,8 +83,8 @@ impl Proxy {
             port,
             fault,
             requests,
+            ops,
             fired,
-            operations,
             task,
         }
     }
@@ -102,6 +104,11 @@ impl Proxy {
     pub fn fired(&self) -> u64 {
         self.fired.load(Ordering::SeqCst)
     }
+
+    /// The operations of the requests seen so far.
+    pub fn ops(&self) -> Vec<String> {
+        self.ops.lock().unwrap().clone()
+    }
 }
 
 impl Drop for Proxy {
@@ -114,8 +121,8 @@ impl Drop for Proxy {
 struct Shared {
     fault: Arc<Mutex<Fault>>,
     requests: Arc<AtomicU64>,
+    ops: Arc<Mutex<Vec<String>>>,
     fired: Arc<AtomicU64>,
-    operations: Arc<Mutex<Vec<String>>>,
 }
 
 impl Shared {
@@ -168,9 +175,11 @@ async fn pipe(client: tokio::net::TcpStream, server: tokio::net::TcpStream, shar
     let (mut sr, mut sw) = server.into_split();
     let up_shared = shared.clone();
     let cw_up = cw.clone();
-    // A response to drop: set by the request that took the DropResponse fault.
+    // A response to drop, or to delay: set by the request that took the one-shot fault.
     let drop_next = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let drop_up = drop_next.clone();
+    let delay_next = Arc::new(Mutex::new(None::<Duration>));
+    let delay_up = delay_next.clone();
     // Upstream works request by request, so a fault applies to whole requests.
     let upstream = async move {
         let mut buf = vec![0u8; 64 * 1024];
@@ -184,11 +193,12 @@ async fn pipe(client: tokio::net::TcpStream, server: tokio::net::TcpStream, shar
             while let Some(len) = http_request_len(&pending) {
                 let request: Vec<u8> = pending.drain(..len).collect();
                 up_shared.requests.fetch_add(1, Ordering::SeqCst);
+                let op = operation(&request);
                 up_shared
-                    .operations
+                    .ops
                     .lock()
                     .unwrap()
-                    .push(operation(&request).unwrap_or_default());
+                    .push(op.clone().unwrap_or_default());
                 match up_shared.get() {
                     Fault::Reset => return,
                     Fault::Blackhole => continue,
@@ -210,7 +220,6 @@ async fn pipe(client: tokio::net::TcpStream, server: tokio::net::TcpStream, shar
                     }
                     _ => {}
                 }
-                let op = operation(&request);
                 if let Some(Fault::HoldRequest(d, _)) = up_shared.take(|f| {
                     matches!(f, Fault::HoldRequest(_, target) if target.is_none_or(|t| op.as_deref() == Some(t)))
                 }) {
@@ -223,6 +232,11 @@ async fn pipe(client: tokio::net::TcpStream, server: tokio::net::TcpStream, shar
                 }
                 if up_shared.take(|f| f == Fault::DropResponse).is_some() {
                     drop_up.store(true, Ordering::SeqCst);
+                }
+                if let Some(Fault::DelayResponse(d)) =
+                    up_shared.take(|f| matches!(f, Fault::DelayResponse(_)))
+                {
+                    *delay_up.lock().unwrap() = Some(d);
                 }
                 if sw.write_all(&request).await.is_err() {
                     return;
@@ -239,6 +253,10 @@ async fn pipe(client: tokio::net::TcpStream, server: tokio::net::TcpStream, shar
             };
             if drop_next.load(Ordering::SeqCst) {
                 return; // the answer is lost, the connection closed
+            }
+            let delay = delay_next.lock().unwrap().take();
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
             }
             match shared.get() {
                 Fault::Reset => return,

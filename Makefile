@@ -24,6 +24,7 @@ image: tools
 
 lint:
 	cargo fmt --all -- --check
+	cargo fmt --manifest-path scripts/bench-floor/Cargo.toml -- --check
 	cargo clippy --all-targets -- -D warnings
 
 packaging: tools

@@ -176,10 +176,7 @@ async fn server_restart_keeps_or_cleanly_loses_the_lease() {
         .cmd(["run", "k", "--lease", "6s", "--"])
         .args(jobs.argv("holder", Duration::from_secs(6), OnTerm::Ignore, 0))
         .spawn();
-    wait_for("the holder's job", Duration::from_secs(20), || {
-        jobs.started("holder")
-    })
-    .await;
+    jobs.wait_started("holder").await;
     env.server.kill();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     env.server = Server::dynalite_persistent(data.path(), Some(port));
@@ -217,10 +214,7 @@ async fn contender_clock_ahead_within_allowance_never_overlaps() {
         .args(["run", "k", "--lease", "4s", "--max-clock-skew", "1s", "--"])
         .args(jobs.argv("holder", Duration::from_secs(60), OnTerm::Ignore, 0))
         .spawn();
-    wait_for("the holder's job", Duration::from_secs(20), || {
-        jobs.started("holder")
-    })
-    .await;
+    jobs.wait_started("holder").await;
     proxy.set(Fault::Blackhole);
     // The contender's lock-exec reads a clock 0.8 s fast; its job, the real one.
     let contender = env

@@ -36,10 +36,7 @@ async fn hold(
         .arg("--")
         .args(jobs.argv(name, job.0, job.1, 0))
         .spawn();
-    wait_for("the holder's job", Duration::from_secs(30), || {
-        jobs.started(name)
-    })
-    .await;
+    jobs.wait_started(name).await;
     running
 }
 
@@ -87,10 +84,7 @@ async fn broken_stderr_changes_nothing() {
             c
         };
         let guard = KillOnDrop(child.id() as i32);
-        wait_for("the holder's job", Duration::from_secs(30), || {
-            jobs.started("holder")
-        })
-        .await;
+        jobs.wait_started("holder").await;
         // Past two leases: only renewals keep the key.
         let c = contend(&env, &jobs, "contender", &key);
         let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
@@ -129,10 +123,7 @@ async fn stalled_stderr_never_freezes_the_lease() {
         .args(["run", "k", "--lease", "3s", "--", "sh", "-c", &script])
         .stderr(Stdio::from(writer))
         .spawn();
-    wait_for("the holder's job", Duration::from_secs(30), || {
-        jobs.started("holder")
-    })
-    .await;
+    jobs.wait_started("holder").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     proxy.set(Fault::Blackhole);
     let c = contend(&env, &jobs, "contender", "k");
@@ -163,10 +154,7 @@ async fn killed_lock_exec_takes_its_command_and_the_commands_group_along(b: Back
             _ => cmd.args(["sh", "-c", &format!("{}; echo unreachable", job.join(" "))]),
         };
         let holder = cmd.spawn();
-        wait_for("the holder's job", Duration::from_secs(30), || {
-            jobs.started("holder")
-        })
-        .await;
+        jobs.wait_started("holder").await;
         let c = contend(&env, &jobs, "contender", &key);
         let killed = now_ns();
         holder.signal(Signal::SIGKILL);
@@ -204,10 +192,7 @@ async fn ambiguous_acquire_under_wait_keeps_the_stored_lease_end(b: Backend) {
     .await;
     tokio::time::sleep(Duration::from_secs(13)).await;
     proxy.set(Fault::Pass);
-    wait_for("the holder's job", Duration::from_secs(20), || {
-        jobs.started("holder")
-    })
-    .await;
+    jobs.wait_started("holder").await;
     // Then the network fails for good: the command must stop by the lease end stored now.
     proxy.set(Fault::Blackhole);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -533,10 +518,7 @@ async fn late_adopted_leftover_is_stopped_before_release() {
     let holder = env
         .cmd(["run", "k", "--grace", "1s", "--", "sh", "-c", &script])
         .spawn();
-    wait_for("the leftover job", Duration::from_secs(30), || {
-        jobs.started("leftover")
-    })
-    .await;
+    jobs.wait_started("leftover").await;
     let c = contend(&env, &jobs, "contender", "k");
     let out = holder.wait().await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
@@ -569,10 +551,7 @@ async fn wall_clock_jump_stops_the_command() {
         .args(["env", "-u", "LD_PRELOAD"])
         .args(jobs.argv("holder", Duration::from_secs(60), OnTerm::Die, 0))
         .spawn();
-    wait_for("the holder's job", Duration::from_secs(30), || {
-        jobs.started("holder")
-    })
-    .await;
+    jobs.wait_started("holder").await;
     std::fs::write(&offset, "+30s\n").unwrap();
     let out = holder.wait().await;
     assert_eq!(out.code, Some(125), "{}", out.stderr);

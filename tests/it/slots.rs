@@ -142,10 +142,7 @@ async fn slot_is_recorded_when_the_release_first_fails(b: Backend) {
         .args(jobs.argv("a", Duration::from_millis(1500), OnTerm::Die, 0))
         .timeout(Duration::from_secs(60))
         .spawn();
-    wait_for("cluster a's job", Duration::from_secs(30), || {
-        jobs.started("a")
-    })
-    .await;
+    jobs.wait_started("a").await;
     let b_run = slot_run(
         &env,
         &jobs,
@@ -306,10 +303,7 @@ async fn crashed_holder_is_followed_by_a_waiting_peer(b: Backend) {
         (Duration::from_secs(60), 0),
     )
     .spawn();
-    wait_for("cluster a's job", Duration::from_secs(30), || {
-        jobs.started("a")
-    })
-    .await;
+    jobs.wait_started("a").await;
     let peer = slot_run(
         &env,
         &jobs,
@@ -347,10 +341,7 @@ async fn waiter_leaves_as_soon_as_its_slot_is_done(b: Backend) {
         (Duration::from_secs(2), 0),
     )
     .spawn();
-    wait_for("cluster a's job", Duration::from_secs(30), || {
-        jobs.started("a")
-    })
-    .await;
+    jobs.wait_started("a").await;
     let waiter = slot_run(
         &env,
         &jobs,

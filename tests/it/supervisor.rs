@@ -251,10 +251,7 @@ async fn lease_loss(on_term: OnTerm) {
         .args(["run", "k", "--lease", "5s", "--"])
         .args(jobs.argv("holder", Duration::from_secs(60), on_term, 0))
         .spawn();
-    wait_for("the holder's job", Duration::from_secs(20), || {
-        jobs.started("holder")
-    })
-    .await;
+    jobs.wait_started("holder").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     proxy.set(Fault::Blackhole);
     let out = holder.wait().await;

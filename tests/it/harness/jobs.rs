@@ -86,6 +86,16 @@ impl Jobs {
         self.file(name, "start").exists()
     }
 
+    /// Waits (at most 30 s) until `name` has started.
+    pub async fn wait_started(&self, name: &str) {
+        super::wait_for(
+            &format!("job {name} to start"),
+            Duration::from_secs(30),
+            || self.started(name),
+        )
+        .await;
+    }
+
     /// Its start, if it started.
     pub fn start_of(&self, name: &str) -> Option<i64> {
         read_num(&self.file(name, "start"))

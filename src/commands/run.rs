@@ -84,7 +84,16 @@ fn config(g: &Global, args: &RunArgs) -> Result<RunConfig, Error> {
 /// One line for each setting the original Go tool read differently, where a script moved
 /// over from it would otherwise get a different result without a word.
 fn go_tool_hints(g: &Global, args: &RunArgs) {
-    if g.expire.is_some() {
+    // Only `-e` on the command line, as a Go tool script has it: a chart or an
+    // environment variable setting LOCK_EXEC_EXPIRE means the new meaning already.
+    let expire_flag = std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| {
+            let a = a.to_string_lossy();
+            a == "--expire" || a.starts_with("--expire=") || a.starts_with("-e")
+        });
+    if g.expire.is_some() && expire_flag {
         tracing::info!(
             "note: --expire is a hard cap: the command is stopped when it is reached (exit 124); the Go tool's -e only let the lock lapse"
         );

@@ -150,6 +150,28 @@ impl Podman {
             "image {IMAGE} not found: run `make image` (make test builds it first) {}",
             out.stderr
         );
+        // An image of another commit would test other code (make test rebuilds it).
+        let revision = podman_ok(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{index .Labels \"org.opencontainers.image.revision\"}}",
+            IMAGE,
+        ])
+        .await;
+        let head = std::process::Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(repo())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        if !head.is_empty() {
+            assert_eq!(
+                revision.trim(),
+                head,
+                "image {IMAGE} was built from another commit: run `make image`"
+            );
+        }
         sweep().await;
         Podman
     }

@@ -463,4 +463,12 @@ async fn go_tool_differences_are_pointed_out() {
     );
     let plain = env.cmd(["run", "k", "echo hi"]).output().await;
     assert!(!plain.stderr.contains("note:"), "{}", plain.stderr);
+    // From the environment (a chart, say) the setting means the new thing already.
+    let from_env = env
+        .cmd(["run", "k", "--", "find", "/dev/null", "-empty"])
+        .env("LOCK_EXEC_EXPIRE", "1h")
+        .output()
+        .await;
+    assert_eq!(from_env.code, Some(0), "{}", from_env.stderr);
+    assert!(!from_env.stderr.contains("note:"), "{}", from_env.stderr);
 }

@@ -389,12 +389,19 @@ async fn command_starts_with_a_clean_signal_mask_and_dispositions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_escalates_to_sigkill_after_grace() {
     let env = Env::new(Backend::Dynalite).await;
+    // The holder's pid is recorded before the trap is set: wait for the trap, or a SIGTERM
+    // sent in between kills the shell (143) and the test measures nothing.
+    let trapped = env.dir.file("trapped");
     let holder = env
         .holder(
             &["run", "k", "--grace", "1s"],
-            "trap '' TERM; exec sleep 60",
+            &format!("trap '' TERM; touch {}; exec sleep 60", trapped.display()),
         )
         .await;
+    wait_for("the command's trap", Duration::from_secs(20), || {
+        trapped.exists()
+    })
+    .await;
     let sent = std::time::Instant::now();
     holder.running.signal(Signal::SIGTERM);
     let out = holder.running.wait().await;

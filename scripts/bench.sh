@@ -32,10 +32,10 @@ fi
 
 target=x86_64-unknown-linux-gnu
 log "building the static release binary (target/$target/release/lock-exec)"
-RUSTFLAGS='-C target-feature=+crt-static' \
+RUSTFLAGS='-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs' \
   cargo build --release --locked --target "$target"
 log "building the floor client (scripts/bench-floor)"
-RUSTFLAGS='-C target-feature=+crt-static' \
+RUSTFLAGS='-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs' \
   cargo build --release --locked --target "$target" \
     --manifest-path scripts/bench-floor/Cargo.toml --target-dir target/bench-floor
 

@@ -41,7 +41,7 @@ if [ "$engine" = podman ]; then
 fi
 
 log "cargo build --release --target $target (static)"
-RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target "$target"
+RUSTFLAGS='-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs' cargo build --release --locked --target "$target"
 # The image is FROM scratch: a binary that needs a dynamic loader would not even start.
 if readelf -l "$binary" | grep -q 'program interpreter'; then
   die "$binary is dynamically linked; it would not run FROM scratch"

@@ -268,6 +268,16 @@ fi
 
 # --- Dockerfile and scripts ---------------------------------------------------
 check "hadolint Dockerfile" "$venv/bin/hadolint" Dockerfile
+
+# The image, the benchmark and the README's install line build the one static binary:
+# the same RUSTFLAGS everywhere (the benchmark must measure what ships).
+static_flags_agree() {
+  local flags
+  flags=$(grep -ho "RUSTFLAGS='[^']*'" Dockerfile scripts/build-image.sh scripts/bench.sh README.md | sort | uniq -c)
+  printf '%s\n' "$flags"
+  [ "$(printf '%s\n' "$flags" | wc -l)" -eq 1 ] && [ "$(printf '%s' "$flags" | awk '{print $1}')" -ge 5 ]
+}
+check "one set of static RUSTFLAGS (Dockerfile, build-image.sh, bench.sh, README)" static_flags_agree
 check "shellcheck scripts/*.sh" shellcheck scripts/*.sh
 
 # The closing line has the "N passed, N failed" form that CI summaries read.

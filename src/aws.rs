@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use aws_config::environment::EnvironmentVariableRegionProvider;
+use aws_config::environment::{
+    EnvironmentVariableCredentialsProvider, EnvironmentVariableRegionProvider,
+};
 use aws_config::imds;
 use aws_config::meta::region::RegionProviderChain;
 use aws_config::profile::ProfileFileRegionProvider;
@@ -25,7 +27,10 @@ use aws_config::provider_config::ProviderConfig;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
-use aws_sdk_dynamodb::config::{ConfigBag, RuntimeComponents, RuntimeComponentsBuilder};
+use aws_sdk_dynamodb::config::{
+    ConfigBag, ProvideCredentials, RuntimeComponents, RuntimeComponentsBuilder,
+    SharedCredentialsProvider,
+};
 use aws_sdk_dynamodb::Client;
 use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
 use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore};
@@ -130,12 +135,23 @@ pub(crate) async fn client(opts: &AwsOptions) -> Result<Client, AwsError> {
     };
     let region = region.ok_or(AwsError::NoRegion)?;
 
-    let credentials = aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
-        .configure(provider)
-        .region(region.clone())
-        .imds_client(imds)
-        .build()
-        .await;
+    // The SDK's default chain tries the environment first and stops there when it has keys;
+    // only then is the rest (profile, web identity with its STS client, container and
+    // metadata providers) worth building. Asking the environment provider itself keeps its
+    // exact rules (blank values, SECRET_ACCESS_KEY).
+    let env = EnvironmentVariableCredentialsProvider::new();
+    let credentials = if env.provide_credentials().await.is_ok() {
+        SharedCredentialsProvider::new(env)
+    } else {
+        SharedCredentialsProvider::new(
+            aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+                .configure(provider)
+                .region(region.clone())
+                .imds_client(imds)
+                .build()
+                .await,
+        )
+    };
 
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .http_client(http)

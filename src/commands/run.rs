@@ -27,9 +27,6 @@ pub(super) async fn run(g: &Global, args: &RunArgs) -> Outcome {
     let result = async {
         let cfg = config(g, args)?;
         let store = Arc::new(super::store(g).await?);
-        // The process exits right after the run: freeing the SDK client, its providers and
-        // its connection pool is work nobody needs (about 2 % of a short run's CPU).
-        std::mem::forget(Arc::clone(&store));
         run_loop(store, cfg, Clock::system(), &mut sup).await
     }
     .await;

@@ -1006,25 +1006,6 @@ fn summary_duration(r: &Record, name: &str) -> Duration {
     human_duration(r[name].as_str().unwrap()).unwrap()
 }
 
-/// Waits until lock-exec has its signal handlers (SIGTERM caught), so a signal sent now is
-/// handled rather than killing it.
-async fn handlers_installed(pid: i32) {
-    wait_for(
-        "lock-exec's signal handlers",
-        Duration::from_secs(20),
-        || {
-            std::fs::read_to_string(format!("/proc/{pid}/status"))
-                .ok()
-                .and_then(|s| {
-                    let line = s.lines().find(|l| l.starts_with("SigCgt:"))?.to_string();
-                    u64::from_str_radix(line.split_whitespace().nth(1)?, 16).ok()
-                })
-                .is_some_and(|caught| caught & (1 << (15 - 1)) != 0)
-        },
-    )
-    .await;
-}
-
 /// Every outcome ends with the summary `run finished` (or, for an error, an error record)
 /// carrying the run's context and plain values.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

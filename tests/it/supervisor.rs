@@ -307,6 +307,9 @@ async fn sigterm_while_waiting_for_the_key_exits_143_without_running() {
             never.to_str().unwrap(),
         ])
         .spawn();
+    // Handlers first (a SIGTERM before them would kill it outright), then time to ask for
+    // the key at least once.
+    handlers_installed(waiter.pid()).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     waiter.signal(Signal::SIGTERM);
     let out = waiter.wait().await;

@@ -609,6 +609,25 @@ pub async fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) 
     }
 }
 
+/// Waits until lock-exec has its signal handlers (SIGTERM caught), so a signal sent now is
+/// handled rather than killing it.
+pub async fn handlers_installed(pid: i32) {
+    wait_for(
+        "lock-exec's signal handlers",
+        Duration::from_secs(20),
+        || {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|s| {
+                    let line = s.lines().find(|l| l.starts_with("SigCgt:"))?.to_string();
+                    u64::from_str_radix(line.split_whitespace().nth(1)?, 16).ok()
+                })
+                .is_some_and(|caught| caught & (1 << (15 - 1)) != 0)
+        },
+    )
+    .await;
+}
+
 /// Reads a file of one integer (e.g. a pid or a timestamp written by a child).
 pub fn read_num(path: &Path) -> Option<i64> {
     std::fs::read_to_string(path)

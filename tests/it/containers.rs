@@ -184,8 +184,8 @@ async fn podman_stop_is_forwarded_the_container_exits_143_and_the_key_is_release
     let key = unique("stop");
     let name = pm.name();
     let _guard = Guard::new(&["rm", "-f", "-t", "0", &name]);
-    let body = "trap 'now > /records/first.end; exit 143' TERM\nsleep 300 &\nwait";
-    let script = recording("/records", "first", body);
+    let trap = "trap 'now > /records/first.end; exit 143' TERM";
+    let script = recording_after("/records", "first", trap, "sleep 300 &\nwait");
     let run = run_pid1(
         &env,
         &name,

@@ -13,7 +13,13 @@ pub const NOW: &str = r#"now() { adjtimex | awk '/tv_sec/ {s=$2} /tv_usec/ {u=$2
 /// DIR/TAG.end around BODY (TAG may be a shell expression such as `$LOCK_EXEC_OWNER`).
 /// Backquotes, not `$(...)`: Kubernetes would read `$(...)` in a command as a variable.
 pub fn recording(dir: &str, tag: &str, body: &str) -> String {
-    format!("{NOW}\nnow > {dir}/{tag}.start\n{body}\nnow > {dir}/{tag}.end\n")
+    recording_after(dir, tag, "", body)
+}
+
+/// The same with SETUP (a `trap`) run before the start is recorded, so a test that signals
+/// the command once it has started never finds the default action.
+pub fn recording_after(dir: &str, tag: &str, setup: &str, body: &str) -> String {
+    format!("{NOW}\n{setup}\nnow > {dir}/{tag}.start\n{body}\nnow > {dir}/{tag}.end\n")
 }
 
 /// One command's run, as it recorded it (Unix ns); `end` is None when it never finished.

@@ -265,12 +265,7 @@ impl LockStore for DynamoStore {
         match (stored.fence.valid(), stored.expire_ns, stored.deadline_ns) {
             (Some(fence), Some(expire_ns), Some(deadline_ns)) if fence >= 1 => {
                 Ok(Acquire::Acquired {
-                    holding: Holding {
-                        key: claim.key.clone(),
-                        owner: claim.owner.clone(),
-                        run: claim.run.clone(),
-                        fence,
-                    },
+                    holding: claim.holding(fence),
                     expire_ns,
                     deadline_ns,
                     acquired_ns: stored.acquired_ns.unwrap_or(claim.now_ns),

@@ -110,12 +110,7 @@ impl LockStore for MemoryStore {
             if !(free && fence_ok && slot_ok) {
                 if old.run.as_deref() == Some(&claim.run) {
                     return Ok(Acquire::Acquired {
-                        holding: Holding {
-                            key: claim.key.clone(),
-                            owner: claim.owner.clone(),
-                            run: claim.run.clone(),
-                            fence: old.fence.valid().unwrap_or(0),
-                        },
+                        holding: claim.holding(old.fence.valid().unwrap_or(0)),
                         expire_ns: old.expire_ns.unwrap_or(claim.now_ns),
                         deadline_ns: old.deadline_ns.unwrap_or(claim.deadline_ns),
                         acquired_ns: old.acquired_ns.unwrap_or(claim.now_ns),
@@ -144,12 +139,7 @@ impl LockStore for MemoryStore {
             },
         );
         Ok(Acquire::Acquired {
-            holding: Holding {
-                key: claim.key.clone(),
-                owner: claim.owner.clone(),
-                run: claim.run.clone(),
-                fence,
-            },
+            holding: claim.holding(fence),
             expire_ns: claim.expire_ns,
             deadline_ns: claim.deadline_ns,
             acquired_ns: claim.now_ns,

@@ -261,6 +261,16 @@ pub(crate) struct Claim {
 }
 
 impl Claim {
+    /// What the claimant holds once the store has given it `fence`.
+    pub(crate) fn holding(&self, fence: u64) -> Holding {
+        Holding {
+            key: self.key.clone(),
+            owner: self.owner.clone(),
+            run: self.run.clone(),
+            fence,
+        }
+    }
+
     /// DynamoDB TTL value: Unix seconds, a day after the deadline.
     pub(crate) fn ttl_secs(&self) -> i64 {
         self.deadline_ns / 1_000_000_000 + TTL_AFTER_DEADLINE_SECS

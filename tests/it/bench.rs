@@ -363,29 +363,18 @@ struct Measured {
 }
 
 impl Measured {
+    /// The summary of `f` over this subject's timed runs in one TLS environment.
+    fn over_pairs(&self, tls: Tls, f: impl Fn(&Pair) -> f64) -> Summary {
+        summary(&self.pairs[&tls].iter().map(f).collect::<Vec<_>>())
+    }
     fn overhead(&self, tls: Tls) -> Summary {
-        summary(
-            &self.pairs[&tls]
-                .iter()
-                .map(Pair::overhead_ms)
-                .collect::<Vec<_>>(),
-        )
+        self.over_pairs(tls, Pair::overhead_ms)
     }
     fn wall(&self, tls: Tls) -> Summary {
-        summary(
-            &self.pairs[&tls]
-                .iter()
-                .map(|p| ms(p.subject.wall))
-                .collect::<Vec<_>>(),
-        )
+        self.over_pairs(tls, |p| ms(p.subject.wall))
     }
     fn cpu(&self, tls: Tls) -> Summary {
-        summary(
-            &self.pairs[&tls]
-                .iter()
-                .map(|p| ms(p.subject.cpu))
-                .collect::<Vec<_>>(),
-        )
+        self.over_pairs(tls, |p| ms(p.subject.cpu))
     }
     fn peak_mib(&self, tls: Tls) -> Summary {
         summary(
